@@ -1,0 +1,150 @@
+//! Command-line and environment configuration (clap). Every flag has an `INFRA_` variable.
+//!
+//! The types here only describe settings; `main.rs` checks them and builds the server, so a bad
+//! configuration is refused before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// infra-proxy: Infra's TLS proxy in front of kube-apiserver.
+#[derive(Debug, Parser)]
+#[command(name = "infra-proxy", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: verify tokens, decide, and forward to the apiserver with impersonation.
+    Serve(Box<ServeArgs>),
+    /// Check a policy file and print its errors (exit 1) or a one-line summary (exit 0).
+    Validate(ValidateArgs),
+}
+
+/// `infra-proxy validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The policy file to check.
+    #[arg(long, env = "INFRA_POLICY")]
+    pub policy: PathBuf,
+}
+
+/// `infra-proxy serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The name of the cluster this proxy fronts, as grants name it (`production`). Tokens must
+    /// carry it as their audience.
+    #[arg(long, env = "INFRA_DESTINATION")]
+    pub destination: String,
+
+    /// Address of the TLS listener kubectl connects to.
+    #[arg(long, env = "INFRA_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+
+    /// Serving certificate (PEM). Without it a self-signed certificate for localhost is made at
+    /// start and its SHA-256 fingerprint printed.
+    #[arg(long, env = "INFRA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "INFRA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address of the admin listener (/healthz, /readyz, /metrics). Keep it private.
+    #[arg(long, env = "INFRA_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// The policy file (access as code). Re-read when it changes; a broken file keeps the last
+    /// good policy in force.
+    #[arg(long, env = "INFRA_POLICY")]
+    pub policy: PathBuf,
+
+    /// Kubeconfig for the apiserver. Without it, the in-cluster service account is used.
+    #[arg(long, env = "INFRA_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Context of the kubeconfig to use (default: its current context).
+    #[arg(long, env = "INFRA_CONTEXT", requires = "kubeconfig")]
+    pub context: Option<String>,
+
+    #[command(flatten)]
+    pub issuers: IssuerArgs,
+
+    /// Where to write the audit log: `stdout`, `off`, or a file path.
+    #[arg(long, env = "INFRA_AUDIT_LOG", default_value = "stdout")]
+    pub audit_log: String,
+
+    /// Streams per upstream HTTP/2 connection before another connection is opened.
+    #[arg(long, env = "INFRA_UPSTREAM_MAX_STREAMS", default_value_t = 100)]
+    pub upstream_max_streams: usize,
+
+    /// Seconds to finish open requests after SIGTERM before closing them.
+    #[arg(long, env = "INFRA_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "INFRA_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Which token issuers are trusted. At least one is required.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IssuerArgs {
+    /// Issuer (`iss`) of tokens signed by the keys in --jwks-file or --jwks-url.
+    #[arg(long, env = "INFRA_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// A JWKS file with the issuer's public keys, re-read when it changes.
+    #[arg(long, env = "INFRA_JWKS_FILE", requires = "issuer")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// A JWKS URL with the issuer's public keys (fetched at start, and again at most every
+    /// 10 seconds when a token names an unknown key).
+    #[arg(long, env = "INFRA_JWKS_URL", requires = "issuer")]
+    pub jwks_url: Option<String>,
+
+    /// An external OpenID Connect issuer whose ID tokens are accepted (as kube-oidc-proxy does).
+    #[arg(long, env = "INFRA_OIDC_ISSUER_URL", requires = "oidc_audience")]
+    pub oidc_issuer_url: Option<String>,
+
+    /// The audience (client id) ID tokens must carry.
+    #[arg(long, env = "INFRA_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// The claim that names the user.
+    #[arg(long, env = "INFRA_OIDC_USERNAME_CLAIM", default_value = "email")]
+    pub oidc_username_claim: String,
+
+    /// Prefix added to user names from the OIDC issuer.
+    #[arg(long, env = "INFRA_OIDC_USERNAME_PREFIX", default_value = "")]
+    pub oidc_username_prefix: String,
+
+    /// The claim that lists the user's groups.
+    #[arg(long, env = "INFRA_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+
+    /// Prefix added to group names from the OIDC issuer.
+    #[arg(long, env = "INFRA_OIDC_GROUPS_PREFIX", default_value = "")]
+    pub oidc_groups_prefix: String,
+
+    /// A PEM file of CA certificates for the OIDC issuer and JWKS URL, in addition to the
+    /// system's roots.
+    #[arg(long, env = "INFRA_ISSUER_CA_FILE")]
+    pub issuer_ca_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

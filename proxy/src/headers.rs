@@ -1,0 +1,402 @@
+//! Header hygiene: what a client may not send, and what the apiserver receives instead.
+//!
+//! Pipeline steps 2 (one bearer token), 3 (refuse smuggled identity) and 6 (rewrite). The
+//! apiserver trusts `Impersonate-*` from us, so nothing identity-shaped from the client may reach
+//! it: the client's `Authorization`, `Impersonate-*` (refused outright), `X-Remote-*` (the
+//! request-header authenticator's names), `X-Forwarded-*`, `Forwarded`, `X-Real-Ip`. Hop-by-hop
+//! headers and every name listed in `Connection` are dropped as RFC 9110 requires.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::status::Refusal;
+
+/// The group every authenticated identity is in, as the apiserver adds it for its own users.
+pub const SYSTEM_AUTHENTICATED: &str = "system:authenticated";
+
+/// Header names that only describe one hop, never forwarded as they are.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Returns the bearer token of a request that carries exactly one `Authorization: Bearer`.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal::Unauthorized);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::BadRequest(
+            "more than one Authorization header".to_owned(),
+        ));
+    }
+    let value = value.to_str().map_err(|_| Refusal::Unauthorized)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Refusal::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Refusal::Unauthorized);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() {
+        return Err(Refusal::Unauthorized);
+    }
+    Ok(token)
+}
+
+/// Refuses a request that tries to choose its own identity: any `Impersonate-` header, of any
+/// case and any suffix (`-User`, `-Group`, `-Uid`, `-Extra-*`, and names Kubernetes may add).
+pub fn refuse_impersonation(headers: &HeaderMap) -> Result<(), Refusal> {
+    // `http` stores header names lower-cased, so one prefix test covers every spelling.
+    match headers
+        .keys()
+        .find(|name| name.as_str().starts_with("impersonate-"))
+    {
+        Some(name) => Err(Refusal::Impersonation(format!(
+            "infra-proxy does not allow clients to impersonate: the {name} header is not accepted; \
+             the identity comes from your Infra token"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether a header name carries client identity or forwarding claims we never pass on.
+fn is_identity_header(name: &str) -> bool {
+    name == "authorization"
+        || name == "forwarded"
+        || name == "x-real-ip"
+        || name == "audit-id"
+        || name.starts_with("impersonate-")
+        || name.starts_with("x-remote-")
+        || name.starts_with("x-forwarded-")
+}
+
+/// What the apiserver is told about the request, besides what the client sent.
+#[derive(Debug)]
+pub struct Upstream<'a> {
+    /// The identity to impersonate.
+    pub user: &'a str,
+    /// Its groups (`system:authenticated` is added here).
+    pub groups: &'a [String],
+    /// Our own credential for the apiserver, when it is a bearer token.
+    pub authorization: Option<&'a HeaderValue>,
+    /// The real client address.
+    pub peer: IpAddr,
+    /// The audit id shared with the apiserver.
+    pub audit_id: &'a str,
+    /// Whether this is an upgrade (exec, attach, port-forward), whose `Connection: Upgrade` and
+    /// `Upgrade` must survive.
+    pub upgrade: bool,
+}
+
+/// Rewrites a client's headers in place into what goes upstream.
+///
+/// Fails only when an identity value cannot be a header value (a control character), which the
+/// token verifier already refuses; the check here keeps that invariant local.
+pub fn rewrite(headers: &mut HeaderMap, upstream: &Upstream<'_>) -> Result<(), Refusal> {
+    // Names listed in Connection are hop-by-hop too.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() || (upstream.upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+                listed.push(name);
+            }
+        }
+    }
+    for name in listed {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !upstream.upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    // Host is the upstream's, set by the client that dials it.
+    headers.remove(header::HOST);
+
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+
+    if upstream.upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    }
+    if let Some(authorization) = upstream.authorization {
+        let mut value = authorization.clone();
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    headers.insert(
+        HeaderName::from_static("impersonate-user"),
+        identity_value(upstream.user)?,
+    );
+    let group_header = HeaderName::from_static("impersonate-group");
+    for group in upstream.groups {
+        headers.append(group_header.clone(), identity_value(group)?);
+    }
+    headers.append(
+        group_header,
+        HeaderValue::from_static(SYSTEM_AUTHENTICATED),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&upstream.peer.to_string())
+            .map_err(|_| Refusal::BadRequest("bad peer address".to_owned()))?,
+    );
+    headers.insert(
+        HeaderName::from_static("audit-id"),
+        HeaderValue::from_str(upstream.audit_id)
+            .map_err(|_| Refusal::BadRequest("bad audit id".to_owned()))?,
+    );
+    Ok(())
+}
+
+fn identity_value(name: &str) -> Result<HeaderValue, Refusal> {
+    HeaderValue::from_bytes(name.as_bytes()).map_err(|_| {
+        Refusal::BadRequest("the identity in the token cannot be sent as a header".to_owned())
+    })
+}
+
+/// Strips hop-by-hop headers from a response on its way back to the client.
+pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
+    if upgrade {
+        return;
+    }
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes())
+            {
+                listed.push(name);
+            }
+        }
+    }
+    for name in listed {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
+                HeaderValue::from_str(value).expect("test header value"),
+            );
+        }
+        headers
+    }
+
+    fn upstream<'a>(groups: &'a [String], authorization: Option<&'a HeaderValue>) -> Upstream<'a> {
+        Upstream {
+            user: "suzie@example.com",
+            groups,
+            authorization,
+            peer: IpAddr::from([127, 0, 0, 9]),
+            audit_id: "0b7c7f3e-audit",
+            upgrade: false,
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&map(&[("authorization", "Bearer abc")])), Ok("abc"));
+        assert_eq!(bearer_token(&map(&[("authorization", "bearer abc")])), Ok("abc"));
+        assert_eq!(bearer_token(&map(&[])), Err(Refusal::Unauthorized));
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "Basic YTpi")])),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "Bearer ")])),
+            Err(Refusal::Unauthorized)
+        );
+        assert!(matches!(
+            bearer_token(&map(&[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn every_impersonation_header_is_refused() {
+        for name in [
+            "Impersonate-User",
+            "impersonate-group",
+            "IMPERSONATE-UID",
+            "Impersonate-Extra-scopes",
+            "impersonate-extra-",
+            "Impersonate-Something-New",
+        ] {
+            let headers = map(&[(name, "system:masters")]);
+            assert!(
+                matches!(refuse_impersonation(&headers), Err(Refusal::Impersonation(_))),
+                "{name}"
+            );
+        }
+        assert!(refuse_impersonation(&map(&[("x-impersonate-user", "a")])).is_ok());
+    }
+
+    #[test]
+    fn rewrite_table() {
+        let groups = vec!["Engineering".to_owned(), "Ops".to_owned()];
+        let credential = HeaderValue::from_static("Bearer upstream-credential");
+        let mut headers = map(&[
+            ("authorization", "Bearer client-token"),
+            ("host", "proxy.example.com"),
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-remote-user", "admin"),
+            ("X-Remote-Group", "system:masters"),
+            ("x-remote-extra-scopes", "all"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("audit-id", "client-chosen"),
+            ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            ("content-type", "application/apply-patch+yaml"),
+            ("user-agent", "kubectl/v1.32.4"),
+            ("kubectl-command", "kubectl get"),
+        ]);
+        rewrite(&mut headers, &upstream(&groups, Some(&credential))).expect("rewrite");
+
+        let got = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().expect("ascii"))
+                .collect()
+        };
+        assert_eq!(got("authorization"), ["Bearer upstream-credential"]);
+        assert_eq!(got("impersonate-user"), ["suzie@example.com"]);
+        assert_eq!(
+            got("impersonate-group"),
+            ["Engineering", "Ops", SYSTEM_AUTHENTICATED]
+        );
+        assert_eq!(got("x-forwarded-for"), ["127.0.0.9"]);
+        assert_eq!(got("audit-id"), ["0b7c7f3e-audit"]);
+        for gone in [
+            "host",
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "x-remote-user",
+            "x-remote-group",
+            "x-remote-extra-scopes",
+            "x-forwarded-host",
+            "forwarded",
+            "x-real-ip",
+        ] {
+            assert!(headers.get(gone).is_none(), "{gone} survived");
+        }
+        assert_eq!(
+            got("accept"),
+            ["application/json;as=Table;v=v1;g=meta.k8s.io,application/json"]
+        );
+        assert_eq!(got("content-type"), ["application/apply-patch+yaml"]);
+        assert_eq!(got("kubectl-command"), ["kubectl get"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_upgrade_headers() {
+        let groups = Vec::new();
+        let mut headers = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ]);
+        let mut target = upstream(&groups, None);
+        target.upgrade = true;
+        rewrite(&mut headers, &target).expect("rewrite");
+        assert_eq!(headers.get("connection").map(HeaderValue::as_bytes), Some(&b"Upgrade"[..]));
+        assert_eq!(headers.get("upgrade").map(HeaderValue::as_bytes), Some(&b"websocket"[..]));
+        assert!(headers.get("sec-websocket-key").is_some());
+        assert!(headers.get("authorization").is_none());
+    }
+
+    proptest! {
+        /// Whatever the client sends, the only identity headers upstream are ours.
+        #[test]
+        fn no_client_identity_header_reaches_upstream(
+            names in proptest::collection::vec(
+                prop_oneof![
+                    Just("authorization".to_owned()),
+                    Just("impersonate-user".to_owned()),
+                    Just("impersonate-group".to_owned()),
+                    Just("x-remote-user".to_owned()),
+                    Just("x-remote-group".to_owned()),
+                    Just("x-forwarded-for".to_owned()),
+                    Just("forwarded".to_owned()),
+                    Just("x-real-ip".to_owned()),
+                    Just("audit-id".to_owned()),
+                    Just("connection".to_owned()),
+                    "[a-z][a-z0-9-]{0,20}",
+                    "(x-remote-|x-forwarded-|impersonate-)[a-z-]{0,10}",
+                ],
+                0..16,
+            ),
+            values in proptest::collection::vec("[ -~]{0,30}", 16),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in names.iter().zip(values.iter()) {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                    headers.append(n, v);
+                }
+            }
+            let groups = vec!["g".to_owned()];
+            let credential = HeaderValue::from_static("Bearer ours");
+            rewrite(&mut headers, &upstream(&groups, Some(&credential))).expect("rewrite");
+            for (name, value) in &headers {
+                let name = name.as_str();
+                if is_identity_header(name) {
+                    let ours = match name {
+                        "authorization" => value == "Bearer ours",
+                        "impersonate-user" => value == "suzie@example.com",
+                        "impersonate-group" => value == "g" || value == SYSTEM_AUTHENTICATED,
+                        "x-forwarded-for" => value == "127.0.0.9",
+                        "audit-id" => value == "0b7c7f3e-audit",
+                        _ => false,
+                    };
+                    prop_assert!(ours, "{} = {:?} reached upstream", name, value);
+                }
+            }
+            prop_assert_eq!(headers.get_all("impersonate-user").iter().count(), 1);
+            prop_assert_eq!(headers.get_all("authorization").iter().count(), 1);
+        }
+    }
+}

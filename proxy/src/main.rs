@@ -1,0 +1,3 @@
+//! The `infra-proxy` binary: configuration, runtime, serve, drain.
+
+fn main() {}

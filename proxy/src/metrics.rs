@@ -1,0 +1,149 @@
+//! Prometheus metrics, served by the admin listener at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP status code sent to the client.
+    pub code: u16,
+    /// `allow`, `deny`, or `none` when the request never reached a decision.
+    pub decision: &'static str,
+}
+
+/// Labels of a cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `token` or `decision`.
+    pub cache: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// Every metric the proxy keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by status code and decision.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to the response head, in seconds.
+    pub latency: Histogram,
+    /// Token and decision cache lookups.
+    pub cache: Family<CacheLabels, Counter>,
+    /// Upgraded streams (exec, attach, port-forward) open now.
+    pub open_upgrades: Gauge,
+    /// Watches and followed logs open now.
+    pub open_watches: Gauge,
+    /// Policy reloads that failed (the previous policy stayed in force).
+    pub policy_reload_failures: Counter,
+    /// The generation of the policy in force.
+    pub policy_generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("infra_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by HTTP status code and authorization decision",
+            requests.clone(),
+        );
+        let latency = Histogram::new(
+            [
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request to the response head",
+            latency.clone(),
+        );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_lookups", "Token and decision cache lookups", cache.clone());
+        let open_upgrades = Gauge::default();
+        registry.register(
+            "open_upgrades",
+            "Upgraded streams (exec, attach, port-forward) open now",
+            open_upgrades.clone(),
+        );
+        let open_watches = Gauge::default();
+        registry.register(
+            "open_watches",
+            "Watches and followed logs open now",
+            open_watches.clone(),
+        );
+        let policy_reload_failures = Counter::default();
+        registry.register(
+            "policy_reload_failures",
+            "Policy reloads that failed; the previous policy stayed in force",
+            policy_reload_failures.clone(),
+        );
+        let policy_generation = Gauge::default();
+        registry.register(
+            "policy_generation",
+            "The generation of the policy in force",
+            policy_generation.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            cache,
+            open_upgrades,
+            open_watches,
+            policy_reload_failures,
+            policy_generation,
+        }
+    }
+
+    /// Counts a cache lookup.
+    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
+        self.cache
+            .get_or_create(&CacheLabels {
+                cache,
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Holds a gauge up while alive.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Raises `gauge` until the guard drops.
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,177 @@
+//! Kubernetes `Status` responses: the one place where a refusal becomes an HTTP response.
+//!
+//! kubectl reads these the way it reads the apiserver's own errors, so a user sees the same
+//! message whether the apiserver or infra-proxy said no. The bodies are built by hand (no serde
+//! round trip) because they are small and on the refusal path of every bad request.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why infra-proxy refused a request, before it reached the apiserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential, or one that did not verify (401; kubectl runs its credential plugin).
+    Unauthorized,
+    /// Two `Authorization` headers, or one that is not a bearer token (400).
+    BadRequest(String),
+    /// The client tried to choose its own identity with `Impersonate-*` (403).
+    Impersonation(String),
+    /// The grants do not allow the request. `message` is the apiserver's full wording; `group`,
+    /// `kind` (the resource) and `name` fill `details` as the apiserver fills them.
+    Forbidden {
+        /// The message, as `NewForbidden` builds it.
+        message: String,
+        /// The API group.
+        group: String,
+        /// The resource.
+        kind: String,
+        /// The object's name, if any.
+        name: String,
+    },
+    /// infra-proxy cannot decide safely right now (stale policy, nothing loaded): 503.
+    Unavailable(String),
+    /// The apiserver could not be reached (502).
+    BadGateway(String),
+    /// The apiserver did not answer in time (504).
+    GatewayTimeout(String),
+}
+
+impl Refusal {
+    /// The HTTP status code.
+    pub fn code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Impersonation(_) | Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The Kubernetes `reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Unauthorized",
+            Self::BadRequest(_) => "BadRequest",
+            Self::Impersonation(_) | Self::Forbidden { .. } => "Forbidden",
+            Self::Unavailable(_) => "ServiceUnavailable",
+            Self::BadGateway(_) => "InternalError",
+            Self::GatewayTimeout(_) => "Timeout",
+        }
+    }
+
+    /// The human message.
+    pub fn message(&self) -> &str {
+        match self {
+            // The apiserver's own wording for a failed authentication.
+            Self::Unauthorized => "Unauthorized",
+            Self::BadRequest(m)
+            | Self::Impersonation(m)
+            | Self::Unavailable(m)
+            | Self::BadGateway(m)
+            | Self::GatewayTimeout(m) => m,
+            Self::Forbidden { message, .. } => message,
+        }
+    }
+
+    /// The `Status` JSON body.
+    pub fn body(&self) -> String {
+        let mut details = String::new();
+        if let Self::Forbidden {
+            group, kind, name, ..
+        } = self
+        {
+            let mut fields = Vec::new();
+            if !name.is_empty() {
+                fields.push(format!("\"name\":{}", json_string(name)));
+            }
+            if !group.is_empty() {
+                fields.push(format!("\"group\":{}", json_string(group)));
+            }
+            if !kind.is_empty() {
+                fields.push(format!("\"kind\":{}", json_string(kind)));
+            }
+            if !fields.is_empty() {
+                details = format!(",\"details\":{{{}}}", fields.join(","));
+            }
+        }
+        format!(
+            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{},\"reason\":\"{}\"{details},\"code\":{}}}\n",
+            json_string(self.message()),
+            self.reason(),
+            self.code().as_u16()
+        )
+    }
+
+    /// The whole response.
+    pub fn into_response<B>(self) -> Response<B>
+    where
+        B: From<Full<Bytes>>,
+    {
+        let mut response = Response::new(B::from(Full::new(Bytes::from(self.body()))));
+        *response.status_mut() = self.code();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
+        if matches!(self, Self::Unauthorized) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"infra\""),
+            );
+        }
+        response
+    }
+}
+
+/// Encodes `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    // serde_json's string encoding is exact and cannot fail for a &str.
+    serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_status_matches_the_apiserver_shape() {
+        let refusal = Refusal::Forbidden {
+            message: "pods \"web\" is forbidden: User \"u\" cannot get resource \"pods\" in API group \"\" in the namespace \"default\"".into(),
+            group: String::new(),
+            kind: "pods".into(),
+            name: "web".into(),
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&refusal.body()).expect("the body is JSON");
+        assert_eq!(body["kind"], "Status");
+        assert_eq!(body["reason"], "Forbidden");
+        assert_eq!(body["code"], 403);
+        assert_eq!(body["details"]["name"], "web");
+        assert_eq!(body["details"]["kind"], "pods");
+        assert!(body["details"].get("group").is_none());
+        assert_eq!(body["message"].as_str(), Some(refusal.message()));
+    }
+
+    #[test]
+    fn unauthorized_is_the_apiserver_wording() {
+        let body: serde_json::Value =
+            serde_json::from_str(&Refusal::Unauthorized.body()).expect("the body is JSON");
+        assert_eq!(body["message"], "Unauthorized");
+        assert_eq!(body["code"], 401);
+    }
+
+    #[test]
+    fn messages_are_escaped() {
+        let body = Refusal::BadRequest("a \"quoted\"\nline".into()).body();
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("the body is JSON");
+        assert_eq!(parsed["message"], "a \"quoted\"\nline");
+    }
+}
