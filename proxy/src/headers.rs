@@ -83,7 +83,7 @@ pub struct Upstream<'a> {
     /// The identity to impersonate.
     pub user: &'a str,
     /// Its groups (`system:authenticated` is added here).
-    pub groups: &'a [String],
+    pub groups: &'a [&'a str],
     /// Our own credential for the apiserver, when it is a bearer token.
     pub authorization: Option<&'a HeaderValue>,
     /// The real client address.
@@ -214,7 +214,7 @@ mod tests {
         headers
     }
 
-    fn upstream<'a>(groups: &'a [String], authorization: Option<&'a HeaderValue>) -> Upstream<'a> {
+    fn upstream<'a>(groups: &'a [&'a str], authorization: Option<&'a HeaderValue>) -> Upstream<'a> {
         Upstream {
             user: "suzie@example.com",
             groups,
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn rewrite_table() {
-        let groups = vec!["Engineering".to_owned(), "Ops".to_owned()];
+        let groups = vec!["Engineering", "Ops"];
         let credential = HeaderValue::from_static("Bearer upstream-credential");
         let mut headers = map(&[
             ("authorization", "Bearer client-token"),
@@ -378,7 +378,7 @@ mod tests {
                     headers.append(n, v);
                 }
             }
-            let groups = vec!["g".to_owned()];
+            let groups = vec!["g"];
             let credential = HeaderValue::from_static("Bearer ours");
             rewrite(&mut headers, &upstream(&groups, Some(&credential))).expect("rewrite");
             for (name, value) in &headers {

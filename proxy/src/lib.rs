@@ -15,10 +15,15 @@
 //!
 //! Every refusal becomes a Kubernetes `Status` in one place: [`status`].
 
+pub mod admin;
+pub mod app;
 pub mod audit;
+pub mod authn;
 pub mod config;
 pub mod headers;
 pub mod metrics;
+pub mod pipeline;
+pub mod policy;
 pub mod server;
 pub mod status;
 pub mod tls;

@@ -174,7 +174,7 @@ async fn serve_connection<H, F>(
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_interval(Duration::from_mins(1))
             .adaptive_window(true);
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);

@@ -4,9 +4,9 @@
 //! message whether the apiserver or infra-proxy said no. The bodies are built by hand (no serde
 //! round trip) because they are small and on the refusal path of every bad request.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+
+use crate::upstream::Body;
 
 /// Why infra-proxy refused a request, before it reached the apiserver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,11 +106,8 @@ impl Refusal {
     }
 
     /// The whole response.
-    pub fn into_response<B>(self) -> Response<B>
-    where
-        B: From<Full<Bytes>>,
-    {
-        let mut response = Response::new(B::from(Full::new(Bytes::from(self.body()))));
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(crate::upstream::full(self.body()));
         *response.status_mut() = self.code();
         let headers = response.headers_mut();
         headers.insert(

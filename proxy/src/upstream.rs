@@ -375,14 +375,21 @@ impl Upstream {
 
     /// Sends a normal (non-upgrade) request over the pool. The response body keeps its stream
     /// slot until it ends or is dropped; dropping it cancels the upstream request.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
         let slot = self.slot().await?;
         let response = match &slot.0.sender {
             Sender::H2(sender) => {
+                *request.version_mut() = http::Version::HTTP_2;
                 let mut sender = sender.clone();
                 sender.send_request(request).await
             }
             Sender::H1(sender) => {
+                *request.version_mut() = http::Version::HTTP_11;
+                if let Some(authority) = self.base.authority()
+                    && let Ok(host) = HeaderValue::from_str(authority.as_str())
+                {
+                    request.headers_mut().insert(http::header::HOST, host);
+                }
                 let mut sender = sender.lock().await;
                 // A pooled HTTP/1.1 connection is handed out only when idle; wait for it to be
                 // ready in case the previous response's end is still being read.
@@ -391,15 +398,27 @@ impl Upstream {
             }
         }
         .map_err(UpstreamError::Request)?;
-        Ok(response.map(|body| Guarded { inner: body, _slot: slot }.boxed()))
+        Ok(response.map(|body| {
+            Holding {
+                inner: body,
+                _guard: slot,
+            }
+            .boxed()
+        }))
     }
 
     /// Sends an upgrade request on a dedicated HTTP/1.1 connection. The caller splices only
     /// after a `101`.
     pub async fn send_upgrade(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        *request.version_mut() = http::Version::HTTP_11;
+        if let Some(authority) = self.base.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
         let tls = self.connect_tls(&self.upgrade_tls).await?;
         let (mut sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(tls))
@@ -414,32 +433,6 @@ impl Upstream {
             .send_request(request)
             .await
             .map_err(UpstreamError::Request)
-    }
-}
-
-/// A response body that holds its pool slot until it is done.
-struct Guarded {
-    inner: Incoming,
-    _slot: StreamSlot,
-}
-
-impl hyper::body::Body for Guarded {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -473,7 +466,7 @@ pub async fn from_kube(
         .context("building TLS settings for the apiserver")?;
     let auth = &config.auth_info;
     let credential = if let Some(file) = &auth.token_file {
-        Credential::token_file(PathBuf::from(file), Duration::from_secs(60))?
+        Credential::token_file(PathBuf::from(file), Duration::from_mins(1))?
     } else if let Some(token) = &auth.token {
         use secrecy::ExposeSecret as _;
         Credential::Token(bearer(token.expose_secret())?)
@@ -498,4 +491,55 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Any hyper body, boxed.
+pub fn boxed(body: Incoming) -> Body {
+    body.boxed()
+}
+
+/// A body that holds `guard` until it ends or is dropped.
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Holding {
+        inner: body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+/// A body that holds a guard (a pool slot, a gauge) until it ends or is dropped.
+struct Holding<B, G> {
+    inner: B,
+    _guard: G,
+}
+
+impl<B, G> hyper::body::Body for Holding<B, G>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -1,0 +1,317 @@
+//! The request pipeline: authenticate, refuse smuggled identity, compute attributes, decide,
+//! rewrite, forward, record. One direction, no back and forth; every refusal leaves through
+//! [`Refusal`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use infra_authz::attributes::{self, Attributes};
+use infra_authz::clock::Clock;
+use infra_authz::decision::{Decision, Identity, forbidden_status_message};
+
+use crate::audit::{Audit, Event};
+use crate::authn::Authenticator;
+use crate::headers;
+use crate::metrics::{GaugeGuard, Metrics, RequestLabels};
+use crate::policy::PolicyHandle;
+use crate::status::Refusal;
+use crate::upstream::{self, Body, Upstream};
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct Proxy {
+    /// This proxy's destination name.
+    pub destination: String,
+    /// Token verification.
+    pub authn: Arc<Authenticator>,
+    /// The policy in force.
+    pub policy: Arc<PolicyHandle>,
+    /// The apiserver.
+    pub upstream: Arc<Upstream>,
+    /// The audit log.
+    pub audit: Audit,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock for token and grant expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What the pipeline learned, for the audit line and metrics.
+#[derive(Debug, Default)]
+struct Trail {
+    identity: Option<Identity>,
+    attrs: Option<Attributes>,
+    decision: Option<Decision>,
+    forwarded: bool,
+}
+
+impl Proxy {
+    /// Handles one request from `peer`.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let audit_id = uuid::Uuid::new_v4().to_string();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut trail = Trail::default();
+        let response = match self.pipeline(request, peer, &audit_id, &mut trail).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                if let Some(identity) = &trail.identity {
+                    tracing::debug!(user = identity.user(), reason = refusal.message(), "refused");
+                }
+                refusal.into_response()
+            }
+        };
+        let elapsed = started.elapsed();
+        let decision = match &trail.decision {
+            Some(Decision::Allow { .. }) => "allow",
+            Some(_) => "deny",
+            None => "none",
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                code: response.status().as_u16(),
+                decision,
+            })
+            .inc();
+        self.metrics.latency.observe(elapsed.as_secs_f64());
+        if self.audit.enabled() {
+            self.audit.record(self.event(
+                audit_id, &method, path, peer, &trail, decision, response.status(), elapsed,
+            ));
+        }
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        audit_id: String,
+        method: &Method,
+        path: String,
+        peer: SocketAddr,
+        trail: &Trail,
+        decision: &'static str,
+        status: StatusCode,
+        elapsed: std::time::Duration,
+    ) -> Event {
+        let mut event = Event {
+            time: jiff::Timestamp::now().to_string(),
+            audit_id,
+            source_ip: peer.ip().to_string(),
+            destination: self.destination.clone(),
+            method: method.as_str().to_owned(),
+            path,
+            decision,
+            code: status.as_u16(),
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            ..Event::default()
+        };
+        if let Some(identity) = &trail.identity {
+            event.user = Some(identity.user().to_owned());
+            event.groups = identity.groups().map(str::to_owned).collect();
+            if trail.forwarded {
+                event.impersonated_user = Some(identity.user().to_owned());
+            }
+        }
+        match &trail.attrs {
+            Some(Attributes::Resource(r)) => {
+                event.verb = Some(r.verb.clone());
+                event.api_group = Some(r.api_group.clone());
+                event.resource = Some(r.resource.clone());
+                event.subresource.clone_from(&r.subresource);
+                event.namespace.clone_from(&r.namespace);
+                event.name.clone_from(&r.name);
+            }
+            Some(Attributes::NonResource(n)) => event.verb = Some(n.verb.clone()),
+            None => {}
+        }
+        event.reason = match &trail.decision {
+            Some(Decision::Allow { grant }) => Some(format!(
+                "allowed by the grant of {} to {} on {}",
+                grant.role, grant.subject, grant.resource
+            )),
+            Some(Decision::Deny { reason }) => Some(reason.to_string()),
+            _ => None,
+        };
+        event
+    }
+
+    async fn pipeline(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        audit_id: &str,
+        trail: &mut Trail,
+    ) -> Result<Response<Body>, Refusal> {
+        let now = self.clock.now();
+
+        // 2. Authenticate.
+        let token = headers::bearer_token(request.headers())?;
+        let identity = match self.authn.authenticate(token, now).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "token refused");
+                return Err(Refusal::Unauthorized);
+            }
+        };
+        trail.identity = Some(identity.clone());
+
+        // 3. Refuse smuggled identity.
+        headers::refuse_impersonation(request.headers())?;
+
+        // 4. Attributes.
+        let attrs = attributes::parse(
+            request.method().as_str(),
+            request.uri().path(),
+            request.uri().query(),
+        )
+        .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+
+        // 5. Decide.
+        let decision = self.policy.decide(&identity, &attrs, now);
+        trail.decision = Some(decision.clone());
+        if let Decision::Deny { .. } = &decision {
+            let refusal = forbidden(&identity, &attrs);
+            trail.attrs = Some(attrs);
+            return Err(refusal);
+        }
+
+        // 6. Rewrite.
+        let upgrade = is_upgrade(&request);
+        let credential = self.upstream.credential();
+        headers::rewrite(
+            request.headers_mut(),
+            &headers::Upstream {
+                user: identity.user(),
+                groups: &identity.groups().collect::<Vec<_>>(),
+                authorization: credential.as_deref(),
+                peer: peer.ip(),
+                audit_id,
+                upgrade,
+            },
+        )?;
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        *request.uri_mut() = self
+            .upstream
+            .uri_for(path_and_query)
+            .map_err(|_| Refusal::BadRequest("the request path is not valid".to_owned()))?;
+        trail.forwarded = true;
+        let long_running = is_long_running(&attrs, request.uri().query());
+        trail.attrs = Some(attrs);
+
+        // 7. Forward.
+        if upgrade {
+            return self.forward_upgrade(request).await;
+        }
+        let request = request.map(upstream::boxed);
+        let response = self.upstream.send(request).await.map_err(|error| {
+            tracing::warn!(%error, "upstream request failed");
+            Refusal::BadGateway(format!("infra-proxy could not reach the apiserver: {error}"))
+        })?;
+        let (mut parts, body) = response.into_parts();
+        headers::clean_response(&mut parts.headers, false);
+        parts.version = http::Version::HTTP_11;
+        let body = if long_running {
+            upstream::with_guard(body, GaugeGuard::new(&self.metrics.open_watches))
+        } else {
+            body
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101.
+    async fn forward_upgrade(&self, mut request: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        let client_upgrade = hyper::upgrade::on(&mut request);
+        let (mut parts, _body) = request.into_parts();
+        parts.version = http::Version::HTTP_11;
+        let upstream_request = Request::from_parts(parts, upstream::empty());
+        let mut response = self.upstream.send_upgrade(upstream_request).await.map_err(|error| {
+            tracing::warn!(%error, "upstream upgrade failed");
+            Refusal::BadGateway(format!("infra-proxy could not reach the apiserver: {error}"))
+        })?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Not a tunnel: relay the answer, and close the client connection after it so no
+            // bytes that follow can be read as anything else (the CVE-2018-1002105 shape).
+            let (mut parts, body) = response.into_parts();
+            headers::clean_response(&mut parts.headers, false);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(Response::from_parts(parts, upstream::boxed(body)));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let gauge = GaugeGuard::new(&self.metrics.open_upgrades);
+        tokio::spawn(async move {
+            let _gauge = gauge;
+            let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
+            match (client, upstream) {
+                (Ok(client), Ok(upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        tracing::debug!(%error, "upgraded stream ended");
+                    }
+                }
+                (client, upstream) => {
+                    tracing::debug!(client = client.is_ok(), upstream = upstream.is_ok(), "upgrade did not complete");
+                }
+            }
+        });
+        let (mut parts, _body) = response.into_parts();
+        headers::clean_response(&mut parts.headers, true);
+        Ok(Response::from_parts(parts, upstream::empty()))
+    }
+}
+
+fn forbidden(identity: &Identity, attrs: &Attributes) -> Refusal {
+    let (group, kind, name) = match attrs {
+        Attributes::Resource(r) => (
+            r.api_group.clone(),
+            r.resource.clone(),
+            r.name.clone().unwrap_or_default(),
+        ),
+        Attributes::NonResource(_) => (String::new(), String::new(), String::new()),
+    };
+    Refusal::Forbidden {
+        message: forbidden_status_message(identity.user(), attrs, ""),
+        group,
+        kind,
+        name,
+    }
+}
+
+/// Whether the client asks to switch protocols (WebSocket or SPDY).
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Watches and followed logs: counted while open.
+fn is_long_running(attrs: &Attributes, query: Option<&str>) -> bool {
+    match attrs {
+        Attributes::Resource(r) => {
+            r.verb == "watch"
+                || (r.subresource.as_deref() == Some("log")
+                    && query.is_some_and(|q| {
+                        q.split('&').any(|p| p == "follow=true" || p == "follow=1")
+                    }))
+        }
+        Attributes::NonResource(_) => false,
+    }
+}

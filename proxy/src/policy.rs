@@ -1,0 +1,176 @@
+//! The policy in force: loaded from the policy file, swapped atomically on change, with a
+//! decision cache in front of it.
+//!
+//! A reload that fails (a typo, a half-written file) keeps the previous policy in force; the
+//! located error is logged, shown in `/readyz` and counted in a metric.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use infra_authz::attributes::Attributes;
+use infra_authz::decision::{Authorizer, Decision, DecisionCache, Identity};
+use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
+use infra_authz::rbac::RoleSet;
+
+use crate::admin::Readiness;
+use crate::metrics::Metrics;
+
+/// The current policy of one destination.
+#[derive(Debug)]
+pub struct PolicyHandle {
+    destination: String,
+    current: ArcSwap<Authorizer>,
+    roles: RoleSet,
+    cache: DecisionCache,
+    generation: AtomicU64,
+}
+
+impl PolicyHandle {
+    /// A handle deciding for `destination` with `roles`, starting from `policy`'s grants.
+    pub fn new(
+        destination: &str,
+        grants: &[infra_authz::policy::Grant],
+        roles: RoleSet,
+    ) -> Self {
+        let authorizer = Authorizer::new(destination, grants, &roles, 1);
+        report_unknown_roles(&authorizer);
+        Self {
+            destination: destination.to_owned(),
+            current: ArcSwap::from_pointee(authorizer),
+            roles,
+            cache: DecisionCache::new(100_000),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// Decides, from the cache when it can.
+    pub fn decide(&self, identity: &Identity, attrs: &Attributes, now: SystemTime) -> Decision {
+        let authorizer = self.current.load();
+        self.cache.get_or_decide(&authorizer, identity, attrs, now)
+    }
+
+    /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.
+    pub fn replace(&self, grants: &[infra_authz::policy::Grant]) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let authorizer = Authorizer::new(self.destination.as_str(), grants, &self.roles, generation);
+        report_unknown_roles(&authorizer);
+        self.current.store(Arc::new(authorizer));
+        generation
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation()
+    }
+
+    /// The number of grants in force for this destination.
+    pub fn grant_count(&self) -> usize {
+        self.current.load().grants().count()
+    }
+}
+
+fn report_unknown_roles(authorizer: &Authorizer) {
+    for grant in authorizer.grants_with_unknown_role() {
+        tracing::warn!(
+            subject = %grant.subject,
+            role = %grant.role,
+            resource = %grant.resource,
+            "a grant names a role this proxy does not know; it allows nothing"
+        );
+    }
+}
+
+/// Loads the policy file, for start-up (where an error is fatal).
+pub fn load(path: &Path) -> Result<infra_authz::policy::Policy, PolicyErrors> {
+    file::load(path, &EnvSecrets)
+}
+
+/// Watches the policy file and reloads it when it changes.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    handle: Arc<PolicyHandle>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// A reloader of `path` into `handle`.
+    pub fn new(
+        path: PathBuf,
+        handle: Arc<PolicyHandle>,
+        readiness: Arc<Readiness>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            path,
+            handle,
+            readiness,
+            metrics,
+        }
+    }
+
+    /// Loads the file now; on success puts it in force, on failure keeps the old policy and
+    /// reports the error. Returns whether the new policy is in force.
+    pub fn reload(&self) -> bool {
+        match load(&self.path) {
+            Ok(policy) => {
+                let generation = self.handle.replace(&policy.grants);
+                self.metrics
+                    .policy_generation
+                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                self.readiness.warn("policy", None);
+                tracing::info!(
+                    path = %self.path.display(),
+                    generation,
+                    grants = self.handle.grant_count(),
+                    "policy reloaded"
+                );
+                true
+            }
+            Err(errors) => {
+                self.metrics.policy_reload_failures.inc();
+                let text = errors.to_string();
+                self.readiness.warn(
+                    "policy",
+                    Some(format!(
+                        "the policy file has errors; the previous policy stays in force: {}",
+                        text.trim_end().replace('\n', "; ")
+                    )),
+                );
+                tracing::error!(
+                    path = %self.path.display(),
+                    errors = %text.trim_end(),
+                    "policy reload failed; the previous policy stays in force"
+                );
+                false
+            }
+        }
+    }
+
+    /// Polls the file's modification time and size every `every`, and reloads on change.
+    /// Polling survives editors that replace the file and Kubernetes' ConfigMap symlink swaps.
+    pub fn spawn(self, every: Duration) {
+        tokio::spawn(async move {
+            let mut last = stamp(&self.path);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = stamp(&self.path);
+                if now != last {
+                    last = now;
+                    self.reload();
+                }
+            }
+        });
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}

@@ -1,0 +1,11 @@
+//! Helpers that the end-to-end tests share: a test PKI ([`certs`]), a stand-in kube-apiserver
+//! that speaks the real wire formats ([`apiserver`]) with the streaming protocols of exec,
+//! attach and port-forward ([`upgrade`]), and the real `kubectl` with a kubeconfig of its own
+//! ([`kubectl`]).
+//!
+//! The tests themselves live in `tests/*.rs`.
+
+pub mod apiserver;
+pub mod certs;
+pub mod kubectl;
+pub mod upgrade;
