@@ -332,7 +332,9 @@ pub fn validate_dns_label(label: &str) -> Result<(), String> {
         ));
     }
     if label.starts_with('-') || label.ends_with('-') {
-        return Err(format!("{label:?} must start and end with a letter or digit"));
+        return Err(format!(
+            "{label:?} must start and end with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -385,7 +387,12 @@ mod tests {
 
     #[test]
     fn role_names() {
-        for ok in ["view", "cluster-admin", "system:aggregate-to-edit", "my.role"] {
+        for ok in [
+            "view",
+            "cluster-admin",
+            "system:aggregate-to-edit",
+            "my.role",
+        ] {
             assert!(validate_role_name(ok).is_ok(), "{ok}");
         }
         for bad in ["", ".", "..", "a/b", "a%2f", "a b"] {

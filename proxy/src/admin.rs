@@ -125,7 +125,11 @@ fn respond(path: &str, readiness: &Readiness, metrics: &Metrics) -> Response<Ful
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = code;
@@ -152,7 +156,10 @@ mod tests {
         readiness.set("upstream", Err("connection refused".into()));
         let (ready, report) = readiness.report();
         assert!(!ready);
-        assert!(report.contains("[-] upstream failed: connection refused"), "{report}");
+        assert!(
+            report.contains("[-] upstream failed: connection refused"),
+            "{report}"
+        );
         readiness.set("upstream", Ok(()));
         readiness.warn("policy", Some("policy.yaml:3:5: bad".into()));
         let (ready, report) = readiness.report();

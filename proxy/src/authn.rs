@@ -111,7 +111,9 @@ impl Authenticator {
                 http = http.add_root_certificate(cert);
             }
         }
-        let http = http.build().context("building the HTTP client for issuers")?;
+        let http = http
+            .build()
+            .context("building the HTTP client for issuers")?;
         let this = Arc::new(Self {
             issuers: issuers
                 .into_iter()
@@ -144,7 +146,10 @@ impl Authenticator {
     pub fn keys_loaded(&self) -> Result<(), String> {
         for issuer in &self.issuers {
             if issuer.verifier.load().is_none() {
-                return Err(format!("keys of issuer {} not loaded", issuer.config.issuer));
+                return Err(format!(
+                    "keys of issuer {} not loaded",
+                    issuer.config.issuer
+                ));
             }
         }
         Ok(())
@@ -184,9 +189,7 @@ impl Authenticator {
                     .with_context(|| format!("parsing {url}"))?;
                 let advertised = document.get("issuer").and_then(|v| v.as_str());
                 if advertised != Some(issuer) {
-                    bail!(
-                        "{url} names issuer {advertised:?}, not {issuer:?}; refusing its keys"
-                    );
+                    bail!("{url} names issuer {advertised:?}, not {issuer:?}; refusing its keys");
                 }
                 let jwks_uri = document
                     .get("jwks_uri")
@@ -229,7 +232,10 @@ impl Authenticator {
             .build()
             .map_err(|e| anyhow!("the keys of {}: {e}", issuer.config.issuer))?;
         let changed = match issuer.verifier.load().as_ref() {
-            Some(old) => jwks.trusted_keys().iter().any(|k| old.key(k.kid()).is_none()),
+            Some(old) => jwks
+                .trusted_keys()
+                .iter()
+                .any(|k| old.key(k.kid()).is_none()),
             None => true,
         };
         if changed {
@@ -263,11 +269,7 @@ impl Authenticator {
         }
     }
 
-    fn verify_with(
-        issuer: &Issuer,
-        token: &str,
-        now: SystemTime,
-    ) -> Result<Identity, AuthnError> {
+    fn verify_with(issuer: &Issuer, token: &str, now: SystemTime) -> Result<Identity, AuthnError> {
         let verifier = issuer.verifier.load();
         let Some(verifier) = verifier.as_ref() else {
             return Err(AuthnError::KeysNotLoaded(issuer.config.issuer.clone()));

@@ -151,10 +151,7 @@ pub fn rewrite(headers: &mut HeaderMap, upstream: &Upstream<'_>) -> Result<(), R
     for group in upstream.groups {
         headers.append(group_header.clone(), identity_value(group)?);
     }
-    headers.append(
-        group_header,
-        HeaderValue::from_static(SYSTEM_AUTHENTICATED),
-    );
+    headers.append(group_header, HeaderValue::from_static(SYSTEM_AUTHENTICATED));
     headers.insert(
         HeaderName::from_static("x-forwarded-for"),
         HeaderValue::from_str(&upstream.peer.to_string())
@@ -183,8 +180,7 @@ pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes())
-            {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()) {
                 listed.push(name);
             }
         }
@@ -227,8 +223,14 @@ mod tests {
 
     #[test]
     fn bearer_tokens() {
-        assert_eq!(bearer_token(&map(&[("authorization", "Bearer abc")])), Ok("abc"));
-        assert_eq!(bearer_token(&map(&[("authorization", "bearer abc")])), Ok("abc"));
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "Bearer abc")])),
+            Ok("abc")
+        );
+        assert_eq!(
+            bearer_token(&map(&[("authorization", "bearer abc")])),
+            Ok("abc")
+        );
         assert_eq!(bearer_token(&map(&[])), Err(Refusal::Unauthorized));
         assert_eq!(
             bearer_token(&map(&[("authorization", "Basic YTpi")])),
@@ -239,7 +241,10 @@ mod tests {
             Err(Refusal::Unauthorized)
         );
         assert!(matches!(
-            bearer_token(&map(&[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            bearer_token(&map(&[
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b")
+            ])),
             Err(Refusal::BadRequest(_))
         ));
     }
@@ -256,7 +261,10 @@ mod tests {
         ] {
             let headers = map(&[(name, "system:masters")]);
             assert!(
-                matches!(refuse_impersonation(&headers), Err(Refusal::Impersonation(_))),
+                matches!(
+                    refuse_impersonation(&headers),
+                    Err(Refusal::Impersonation(_))
+                ),
                 "{name}"
             );
         }
@@ -284,7 +292,10 @@ mod tests {
             ("forwarded", "for=10.0.0.1"),
             ("x-real-ip", "10.0.0.1"),
             ("audit-id", "client-chosen"),
-            ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            (
+                "accept",
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            ),
             ("content-type", "application/apply-patch+yaml"),
             ("user-agent", "kubectl/v1.32.4"),
             ("kubectl-command", "kubectl get"),
@@ -343,8 +354,14 @@ mod tests {
         let mut target = upstream(&groups, None);
         target.upgrade = true;
         rewrite(&mut headers, &target).expect("rewrite");
-        assert_eq!(headers.get("connection").map(HeaderValue::as_bytes), Some(&b"Upgrade"[..]));
-        assert_eq!(headers.get("upgrade").map(HeaderValue::as_bytes), Some(&b"websocket"[..]));
+        assert_eq!(
+            headers.get("connection").map(HeaderValue::as_bytes),
+            Some(&b"Upgrade"[..])
+        );
+        assert_eq!(
+            headers.get("upgrade").map(HeaderValue::as_bytes),
+            Some(&b"websocket"[..])
+        );
         assert!(headers.get("sec-websocket-key").is_some());
         assert!(headers.get("authorization").is_none());
     }

@@ -73,7 +73,10 @@ fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down: draining open requests");
         let left = running.drain.drain(grace).await;
         if left > 0 {
-            tracing::warn!(connections = left, "closing connections still open after the grace period");
+            tracing::warn!(
+                connections = left,
+                "closing connections still open after the grace period"
+            );
         }
         Ok::<_, anyhow::Error>(())
     })?;

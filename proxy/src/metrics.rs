@@ -61,19 +61,21 @@ impl Metrics {
             "Requests by HTTP status code and authorization decision",
             requests.clone(),
         );
-        let latency = Histogram::new(
-            [
-                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                0.5, 1.0, 2.5, 5.0, 10.0,
-            ],
-        );
+        let latency = Histogram::new([
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0,
+        ]);
         registry.register(
             "request_duration_seconds",
             "Time from the request to the response head",
             latency.clone(),
         );
         let cache = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_lookups", "Token and decision cache lookups", cache.clone());
+        registry.register(
+            "cache_lookups",
+            "Token and decision cache lookups",
+            cache.clone(),
+        );
         let open_upgrades = Gauge::default();
         registry.register(
             "open_upgrades",

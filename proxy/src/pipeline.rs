@@ -51,7 +51,11 @@ struct Trail {
 
 impl Proxy {
     /// Handles one request from `peer`.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let audit_id = uuid::Uuid::new_v4().to_string();
         let method = request.method().clone();
@@ -61,7 +65,11 @@ impl Proxy {
             Ok(response) => response,
             Err(refusal) => {
                 if let Some(identity) = &trail.identity {
-                    tracing::debug!(user = identity.user(), reason = refusal.message(), "refused");
+                    tracing::debug!(
+                        user = identity.user(),
+                        reason = refusal.message(),
+                        "refused"
+                    );
                 }
                 refusal.into_response()
             }
@@ -82,7 +90,14 @@ impl Proxy {
         self.metrics.latency.observe(elapsed.as_secs_f64());
         if self.audit.enabled() {
             self.audit.record(self.event(
-                audit_id, &method, path, peer, &trail, decision, response.status(), elapsed,
+                audit_id,
+                &method,
+                path,
+                peer,
+                &trail,
+                decision,
+                response.status(),
+                elapsed,
             ));
         }
         response
@@ -215,7 +230,9 @@ impl Proxy {
         let request = request.map(upstream::boxed);
         let response = self.upstream.send(request).await.map_err(|error| {
             tracing::warn!(%error, "upstream request failed");
-            Refusal::BadGateway(format!("infra-proxy could not reach the apiserver: {error}"))
+            Refusal::BadGateway(format!(
+                "infra-proxy could not reach the apiserver: {error}"
+            ))
         })?;
         let (mut parts, body) = response.into_parts();
         headers::clean_response(&mut parts.headers, false);
@@ -229,15 +246,24 @@ impl Proxy {
     }
 
     /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101.
-    async fn forward_upgrade(&self, mut request: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    async fn forward_upgrade(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
         parts.version = http::Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, upstream::empty());
-        let mut response = self.upstream.send_upgrade(upstream_request).await.map_err(|error| {
-            tracing::warn!(%error, "upstream upgrade failed");
-            Refusal::BadGateway(format!("infra-proxy could not reach the apiserver: {error}"))
-        })?;
+        let mut response = self
+            .upstream
+            .send_upgrade(upstream_request)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "upstream upgrade failed");
+                Refusal::BadGateway(format!(
+                    "infra-proxy could not reach the apiserver: {error}"
+                ))
+            })?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Not a tunnel: relay the answer, and close the client connection after it so no
             // bytes that follow can be read as anything else (the CVE-2018-1002105 shape).
@@ -257,12 +283,18 @@ impl Proxy {
                 (Ok(client), Ok(upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
                         tracing::debug!(%error, "upgraded stream ended");
                     }
                 }
                 (client, upstream) => {
-                    tracing::debug!(client = client.is_ok(), upstream = upstream.is_ok(), "upgrade did not complete");
+                    tracing::debug!(
+                        client = client.is_ok(),
+                        upstream = upstream.is_ok(),
+                        "upgrade did not complete"
+                    );
                 }
             }
         });

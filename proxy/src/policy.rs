@@ -30,12 +30,9 @@ pub struct PolicyHandle {
 
 impl PolicyHandle {
     /// A handle deciding for `destination` with `roles`, starting from `policy`'s grants.
-    pub fn new(
-        destination: &str,
-        grants: &[infra_authz::policy::Grant],
-        roles: RoleSet,
-    ) -> Self {
-        let authorizer = Authorizer::new(destination, grants, &roles, 1);
+    pub fn new(destination: &str, grants: &[infra_authz::policy::Grant], roles: RoleSet) -> Self {
+        let authorizer =
+            Authorizer::new(destination, grants, &roles, 1).with_authenticated_roles(&roles);
         report_unknown_roles(&authorizer);
         Self {
             destination: destination.to_owned(),
@@ -55,7 +52,9 @@ impl PolicyHandle {
     /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.
     pub fn replace(&self, grants: &[infra_authz::policy::Grant]) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let authorizer = Authorizer::new(self.destination.as_str(), grants, &self.roles, generation);
+        let authorizer =
+            Authorizer::new(self.destination.as_str(), grants, &self.roles, generation)
+                .with_authenticated_roles(&self.roles);
         report_unknown_roles(&authorizer);
         self.current.store(Arc::new(authorizer));
         generation

@@ -220,7 +220,11 @@ mod tests {
         let resolver = CertResolver::new(CertSource::SelfSigned).expect("self-signed");
         let fp = resolver.fingerprint();
         assert_eq!(fp.len(), 32 * 3 - 1, "{fp}");
-        assert!(resolver.leaf_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(
+            resolver
+                .leaf_pem()
+                .starts_with("-----BEGIN CERTIFICATE-----\n")
+        );
     }
 
     #[test]
@@ -228,8 +232,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = std::env::temp_dir().join(format!("infra-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let generated =
-            rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
         let cert = dir.join("tls.crt");
         let key = dir.join("tls.key");
         std::fs::write(&cert, generated.cert.pem()).expect("write cert");

@@ -29,7 +29,10 @@ impl Harness {
     async fn start(policy: &str) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let standin = StandIn::builder().bearer_token(UPSTREAM_TOKEN).start().await;
+        let standin = StandIn::builder()
+            .bearer_token(UPSTREAM_TOKEN)
+            .start()
+            .await;
 
         // The proxy's own kubeconfig for the apiserver.
         let upstream_kubeconfig = Kubectl::new(
@@ -142,7 +145,10 @@ grants:
 async fn kubectl_get_works_and_the_apiserver_sees_only_our_identity_headers() {
     let h = Harness::start(VIEW_POLICY).await;
     let kubectl = h.kubectl_as("suzie@example.com", &["Design"]);
-    let out = kubectl.run(&["get", "pods", "-n", "default"]).await.success();
+    let out = kubectl
+        .run(&["get", "pods", "-n", "default"])
+        .await
+        .success();
     assert!(
         out.stdout.contains("NAME") || out.stderr.contains("No resources found"),
         "{out:?}"
@@ -159,7 +165,10 @@ async fn kubectl_get_works_and_the_apiserver_sees_only_our_identity_headers() {
         [format!("Bearer {UPSTREAM_TOKEN}")],
         "only the proxy's credential reaches the apiserver"
     );
-    assert_eq!(list.header_values("impersonate-user"), ["suzie@example.com"]);
+    assert_eq!(
+        list.header_values("impersonate-user"),
+        ["suzie@example.com"]
+    );
     assert_eq!(
         list.header_values("impersonate-group"),
         ["Design", "system:authenticated"]
@@ -186,7 +195,10 @@ async fn kubectl_get_works_and_the_apiserver_sees_only_our_identity_headers() {
 async fn a_user_without_grants_gets_kubectls_usual_forbidden_message() {
     let h = Harness::start(VIEW_POLICY).await;
     let kubectl = h.kubectl_as("mallory@example.com", &[]);
-    let out = kubectl.run(&["get", "pods", "-n", "default"]).await.failure();
+    let out = kubectl
+        .run(&["get", "pods", "-n", "default"])
+        .await
+        .failure();
     assert!(
         out.stderr.contains(
             "Error from server (Forbidden): pods is forbidden: User \"mallory@example.com\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
@@ -194,7 +206,10 @@ async fn a_user_without_grants_gets_kubectls_usual_forbidden_message() {
         "{}",
         out.stderr
     );
-    let out = kubectl.run(&["get", "secret", "db", "-n", "web"]).await.failure();
+    let out = kubectl
+        .run(&["get", "secret", "db", "-n", "web"])
+        .await
+        .failure();
     assert!(
         out.stderr.contains(
             "secrets \"db\" is forbidden: User \"mallory@example.com\" cannot get resource \"secrets\" in API group \"\" in the namespace \"web\""
@@ -215,12 +230,19 @@ async fn a_user_without_grants_gets_kubectls_usual_forbidden_message() {
 async fn a_namespace_grant_covers_only_its_namespace() {
     let h = Harness::start(VIEW_POLICY).await;
     let kubectl = h.kubectl_as("carl@example.com", &["Engineering"]);
-    kubectl.run(&["get", "configmaps", "-n", "web"]).await.success();
-    let out = kubectl.run(&["get", "configmaps", "-n", "default"]).await.failure();
+    kubectl
+        .run(&["get", "configmaps", "-n", "web"])
+        .await
+        .success();
+    let out = kubectl
+        .run(&["get", "configmaps", "-n", "default"])
+        .await
+        .failure();
     assert!(out.stderr.contains("(Forbidden)"), "{}", out.stderr);
     let out = kubectl.run(&["get", "nodes"]).await.failure();
     assert!(
-        out.stderr.contains("cannot list resource \"nodes\" in API group \"\" at the cluster scope"),
+        out.stderr
+            .contains("cannot list resource \"nodes\" in API group \"\" at the cluster scope"),
         "{}",
         out.stderr
     );
@@ -229,8 +251,33 @@ async fn a_namespace_grant_covers_only_its_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
     let h = Harness::start(VIEW_POLICY).await;
+    // No token at all: a 401 Status, as the apiserver answers. (kubectl itself, with no
+    // credentials configured, prompts for a password instead of showing it.)
+    let (status, body) = https_get(&h, "/api/v1/namespaces/default/pods", &[]).await;
+    assert_eq!(status, 401);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Unauthorized");
+    let (status, _) = https_get(
+        &h,
+        "/api/v1/namespaces/default/pods",
+        &[("authorization", "Basic c3V6aWU6aHVudGVyMg==")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let token = h.token("suzie@example.com", &[], Duration::from_secs(60));
+    let (status, body) = https_get(
+        &h,
+        "/api/v1/namespaces/default/pods",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("authorization", &format!("Bearer {token}")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
     for credentials in [
-        Credentials::None,
         Credentials::Token("not-a-jwt".to_owned()),
         // A token from an issuer the proxy does not trust.
         Credentials::Token({
@@ -289,10 +336,50 @@ async fn kubectl_as_is_refused_and_never_forwarded() {
     let h = Harness::start(VIEW_POLICY).await;
     let kubectl = h.kubectl_as("suzie@example.com", &[]);
     let out = kubectl
-        .run(&["get", "pods", "--as", "admin", "--as-group", "system:masters"])
+        .run(&[
+            "get",
+            "pods",
+            "--as",
+            "admin",
+            "--as-group",
+            "system:masters",
+        ])
         .await
         .failure();
-    assert!(out.stderr.contains("does not allow clients to impersonate"), "{}", out.stderr);
+    assert!(out.stderr.contains("Forbidden"), "{}", out.stderr);
+    let out = kubectl
+        .run(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods",
+            "--as",
+            "admin",
+        ])
+        .await
+        .failure();
+    assert!(
+        out.stderr.contains("does not allow clients to impersonate"),
+        "{}",
+        out.stderr
+    );
+    // Every spelling and suffix, straight over HTTP.
+    let token = h.token("suzie@example.com", &[], Duration::from_secs(60));
+    let bearer = format!("Bearer {token}");
+    for name in [
+        "Impersonate-User",
+        "impersonate-group",
+        "IMPERSONATE-UID",
+        "Impersonate-Extra-Scopes",
+        "Impersonate-Whatever-Comes-Next",
+    ] {
+        let (status, body) = https_get(
+            &h,
+            "/api/v1/namespaces/default/pods",
+            &[("authorization", &bearer), (name, "admin")],
+        )
+        .await;
+        assert_eq!(status, 403, "{name}: {body}");
+    }
     assert!(
         h.standin
             .recorded()
@@ -345,8 +432,14 @@ async fn an_expired_token_makes_kubectl_run_its_exec_plugin_again() {
     );
     // First run: 401 with the expired token; kubectl re-runs the plugin once and fails again.
     kubectl.run(&["get", "pods"]).await.failure();
-    let first = std::fs::read_to_string(&runs).expect("runs").lines().count();
-    assert!(first >= 2, "kubectl re-ran its plugin after a 401 ({first} runs)");
+    let first = std::fs::read_to_string(&runs)
+        .expect("runs")
+        .lines()
+        .count();
+    assert!(
+        first >= 2,
+        "kubectl re-ran its plugin after a 401 ({first} runs)"
+    );
 
     // With a fresh token behind the plugin, the same kubeconfig works.
     std::fs::write(
@@ -365,7 +458,10 @@ async fn discovery_whoami_and_api_resources_work() {
     assert!(out.stdout.contains("deployments"), "{}", out.stdout);
     let out = kubectl.run(&["version", "-o", "json"]).await.success();
     assert!(out.stdout.contains("serverVersion"), "{}", out.stdout);
-    let out = kubectl.run(&["auth", "whoami", "-o", "json"]).await.success();
+    let out = kubectl
+        .run(&["auth", "whoami", "-o", "json"])
+        .await
+        .success();
     assert!(out.stdout.contains("suzie@example.com"), "{}", out.stdout);
     assert!(out.stdout.contains("Design"), "{}", out.stdout);
 }
@@ -388,7 +484,15 @@ grants:
         .await
         .success();
     let out = kubectl
-        .run(&["get", "configmap", "settings", "-n", "default", "-o", "json"])
+        .run(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ])
         .await
         .success();
     assert!(out.stdout.contains("blue"), "{}", out.stdout);
@@ -400,7 +504,15 @@ grants:
         .await
         .success();
     let out = kubectl
-        .run(&["get", "configmap", "settings", "-n", "default", "-o", "json"])
+        .run(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ])
         .await
         .success();
     assert!(out.stdout.contains("green"), "{}", out.stdout);
@@ -426,14 +538,20 @@ async fn a_broken_policy_file_keeps_the_previous_policy() {
     let kubectl = h.kubectl_as("suzie@example.com", &[]);
     kubectl.run(&["get", "pods"]).await.success();
 
-    h.write_policy("grants:\n  - user: suzie@example.com\n    role: view\n    resource: Bad Resource\n");
+    h.write_policy(
+        "grants:\n  - user: suzie@example.com\n    role: view\n    resource: Bad Resource\n",
+    );
     let admin = format!("http://{}/readyz", h.proxy.admin_address);
     let report = wait_for(|| async {
         let body = http_get(&admin).await;
-        body.contains("previous policy stays in force").then_some(body)
+        body.contains("previous policy stays in force")
+            .then_some(body)
     })
     .await;
-    assert!(report.contains("3:15"), "the located error is shown: {report}");
+    assert!(
+        report.contains("policy.yaml:4:15: grants[0].resource"),
+        "the located error is shown: {report}"
+    );
     kubectl.run(&["get", "pods"]).await.success();
 
     // A good change takes effect: suzie loses access.
@@ -468,7 +586,9 @@ where
 async fn http_get(url: &str) -> String {
     let uri: http::Uri = url.parse().expect("url");
     let authority = uri.authority().expect("authority").to_string();
-    let stream = tokio::net::TcpStream::connect(&authority).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -480,8 +600,51 @@ async fn http_get(url: &str) -> String {
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
     use http_body_util::BodyExt as _;
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A GET over real TLS to the proxy with exactly `headers`; answers the status and body.
+async fn https_get(h: &Harness, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    let mut config = certs::client_config(&h.ca, None);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(h.proxy.address)
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::get(path).header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn make_executable(path: &Path) {
