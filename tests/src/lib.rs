@@ -8,4 +8,5 @@
 pub mod apiserver;
 pub mod certs;
 pub mod kubectl;
+pub mod proxy;
 pub mod upgrade;
