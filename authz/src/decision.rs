@@ -752,6 +752,18 @@ impl DecisionCache {
         attrs: &Attributes,
         now: SystemTime,
     ) -> Decision {
+        self.lookup(authorizer, identity, attrs, now).0
+    }
+
+    /// As [`DecisionCache::get_or_decide`], and whether the answer came from the cache (for
+    /// hit-ratio metrics).
+    pub fn lookup(
+        &self,
+        authorizer: &Authorizer,
+        identity: &Identity,
+        attrs: &Attributes,
+        now: SystemTime,
+    ) -> (Decision, bool) {
         let key = self.key(authorizer, identity, attrs);
         if let Some(entry) = self.entries.get(&key)
             && entry.authorizer == authorizer.id
@@ -760,7 +772,7 @@ impl DecisionCache {
             && entry.identity == *identity
             && same_question(&entry.attrs, attrs)
         {
-            return entry.decision.clone();
+            return (entry.decision.clone(), true);
         }
         let (decision, validity) = authorizer.decide_with_validity(identity, attrs, now);
         self.entries.insert(
@@ -774,7 +786,7 @@ impl DecisionCache {
                 validity,
             }),
         );
-        decision
+        (decision, false)
     }
 
     /// The cache key: a hash of what the decision depends on, as [`same_question`] compares it.

@@ -20,9 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use arc_swap::ArcSwap;
 use infra_authz::decision::Identity;
-use infra_authz::token::{
-    ClaimMapping, Jwks, TokenCache, TokenCacheConfig, TokenError, TokenIdentity, Verifier,
-};
+use infra_authz::token::{ClaimMapping, Jwks, TokenCache, TokenCacheConfig, TokenError, Verifier};
 
 use crate::metrics::Metrics;
 
@@ -57,7 +55,8 @@ pub struct IssuerConfig {
 struct Issuer {
     config: IssuerConfig,
     verifier: ArcSwap<Option<Verifier>>,
-    cache: TokenCache<TokenIdentity>,
+    /// Verified tokens, each with the identity built from it once.
+    cache: TokenCache<Identity>,
     last_fetch: Mutex<Option<Instant>>,
     /// Fetches are serialized so concurrent misses make one request.
     fetching: tokio::sync::Mutex<()>,
@@ -256,7 +255,7 @@ impl Authenticator {
     /// Verifies `token` at `now`, returning the identity to impersonate.
     pub async fn authenticate(&self, token: &str, now: SystemTime) -> Result<Identity, AuthnError> {
         let issuer = self.issuer_for(token).ok_or(AuthnError::UnknownIssuer)?;
-        match Self::verify_with(issuer, token, now) {
+        let (identity, hit) = match Self::verify_with(issuer, token, now) {
             Err(AuthnError::Token(TokenError::UnknownKid(_)) | AuthnError::KeysNotLoaded(_))
                 if Self::may_refetch(issuer) =>
             {
@@ -266,21 +265,28 @@ impl Authenticator {
                 Self::verify_with(issuer, token, now)
             }
             other => other,
-        }
+        }?;
+        self.metrics.cache_lookup(&self.metrics.token_cache, hit);
+        Ok(identity)
     }
 
-    fn verify_with(issuer: &Issuer, token: &str, now: SystemTime) -> Result<Identity, AuthnError> {
+    fn verify_with(
+        issuer: &Issuer,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(Identity, bool), AuthnError> {
         let verifier = issuer.verifier.load();
         let Some(verifier) = verifier.as_ref() else {
             return Err(AuthnError::KeysNotLoaded(issuer.config.issuer.clone()));
         };
-        let identity = issuer
-            .cache
-            .verify_mapped(verifier, token, &issuer.config.audience, now)?;
-        Ok(Identity::new(
-            identity.user.as_str(),
-            identity.groups.iter().map(String::as_str),
-        ))
+        let (identity, hit) = issuer.cache.verify_mapped_into(
+            verifier,
+            token,
+            &issuer.config.audience,
+            now,
+            |claims| Identity::new(claims.user, claims.groups),
+        )?;
+        Ok((Identity::clone(&identity), hit))
     }
 
     /// The issuer a token claims, when several are configured; the only one otherwise. Reading

@@ -33,8 +33,10 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Time to the response head, in seconds.
     pub latency: Histogram,
-    /// Token and decision cache lookups.
-    pub cache: Family<CacheLabels, Counter>,
+    /// Token cache lookups: hits and misses, resolved once.
+    pub token_cache: [Counter; 2],
+    /// Decision cache lookups: hits and misses, resolved once.
+    pub decision_cache: [Counter; 2],
     /// Upgraded streams (exec, attach, port-forward) open now.
     pub open_upgrades: Gauge,
     /// Watches and followed logs open now.
@@ -70,12 +72,24 @@ impl Metrics {
             "Time from the request to the response head",
             latency.clone(),
         );
-        let cache = Family::<CacheLabels, Counter>::default();
+        let cache_family = Family::<CacheLabels, Counter>::default();
         registry.register(
             "cache_lookups",
             "Token and decision cache lookups",
-            cache.clone(),
+            cache_family.clone(),
         );
+        let resolve = |cache: &'static str| {
+            [true, false].map(|hit| {
+                cache_family
+                    .get_or_create(&CacheLabels {
+                        cache,
+                        result: if hit { "hit" } else { "miss" },
+                    })
+                    .clone()
+            })
+        };
+        let token_cache = resolve("token");
+        let decision_cache = resolve("decision");
         let open_upgrades = Gauge::default();
         registry.register(
             "open_upgrades",
@@ -104,7 +118,8 @@ impl Metrics {
             registry,
             requests,
             latency,
-            cache,
+            token_cache,
+            decision_cache,
             open_upgrades,
             open_watches,
             policy_reload_failures,
@@ -112,14 +127,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a cache lookup.
-    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
-        self.cache
-            .get_or_create(&CacheLabels {
-                cache,
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+    /// Counts a lookup in `cache` (one of the resolved pairs above).
+    pub fn cache_lookup(&self, cache: &[Counter; 2], hit: bool) {
+        cache[usize::from(!hit)].inc();
     }
 
     /// The text exposition format.

@@ -189,7 +189,8 @@ impl Proxy {
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
 
         // 5. Decide.
-        let decision = self.policy.decide(&identity, &attrs, now);
+        let (decision, hit) = self.policy.decide(&identity, &attrs, now);
+        self.metrics.cache_lookup(&self.metrics.decision_cache, hit);
         trail.decision = Some(decision.clone());
         if let Decision::Deny { .. } = &decision {
             let refusal = forbidden(&identity, &attrs);

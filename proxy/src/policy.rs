@@ -43,10 +43,15 @@ impl PolicyHandle {
         }
     }
 
-    /// Decides, from the cache when it can.
-    pub fn decide(&self, identity: &Identity, attrs: &Attributes, now: SystemTime) -> Decision {
+    /// Decides, from the cache when it can; the `bool` says whether it was a cache hit.
+    pub fn decide(
+        &self,
+        identity: &Identity,
+        attrs: &Attributes,
+        now: SystemTime,
+    ) -> (Decision, bool) {
         let authorizer = self.current.load();
-        self.cache.get_or_decide(&authorizer, identity, attrs, now)
+        self.cache.lookup(&authorizer, identity, attrs, now)
     }
 
     /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.

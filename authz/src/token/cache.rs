@@ -151,6 +151,27 @@ impl<T: Send + Sync + 'static> TokenCache<T> {
         self.entries.entry_count()
     }
 
+    /// [`Verifier::verify_mapped`], with the identity turned into a `T` by `into` once, when
+    /// the token is first verified; a hit answers the stored `T` without calling `into`. The
+    /// `bool` says whether the answer came from the cache (for hit-ratio metrics).
+    pub fn verify_mapped_into(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        audience: &str,
+        now: SystemTime,
+        into: impl FnOnce(TokenIdentity) -> T,
+    ) -> Result<(Arc<T>, bool), TokenError> {
+        let mut missed = false;
+        let value = self.get_or_verify(verifier, token, audience, now, || {
+            missed = true;
+            let identity = verifier.verify_mapped(token, audience, now)?;
+            let (exp, nbf) = (identity.exp, identity.nbf);
+            Ok((into(identity), exp, nbf))
+        })?;
+        Ok((value, !missed))
+    }
+
     /// The cached answer for `token`, or `verify`'s, which is cached when it is a success.
     /// `verify` gives the value with its `exp` and `nbf`.
     fn get_or_verify(
