@@ -3,10 +3,12 @@
 //! The types here only describe settings; `main.rs` checks them and builds the server, so a bad
 //! configuration is refused before any port is bound.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 /// infra-proxy: Infra's TLS proxy in front of kube-apiserver.
 #[derive(Debug, Parser)]
@@ -36,6 +38,10 @@ pub struct ValidateArgs {
 
 /// `infra-proxy serve`.
 #[derive(Debug, Args)]
+///
+/// Settings may also come from a YAML file given as `--config FILE` (or `INFRA_CONFIG`), keyed
+/// by flag name (`destination: production`, `tls-cert: /etc/tls/tls.crt`); flags and `INFRA_`
+/// variables take precedence over it. See [`with_config_file`].
 pub struct ServeArgs {
     /// The name of the cluster this proxy fronts, as grants name it (`production`). Tokens must
     /// carry it as their audience.
@@ -138,10 +144,136 @@ pub struct IssuerArgs {
     pub issuer_ca_file: Option<PathBuf>,
 }
 
+/// The command line with the settings of `serve --config FILE` (or `INFRA_CONFIG`) put in front
+/// of the given flags, so that flags and environment variables win over the file.
+///
+/// Every key must be a flag of `serve`; its value a string, number or boolean (`true` sets a
+/// switch). A key given as a flag too, or whose `INFRA_` variable is set, is skipped: the flag
+/// or variable wins.
+pub fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let Some(serve_at) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    // Take `--config FILE` out: clap never sees it.
+    let mut path: Option<PathBuf> = None;
+    let mut rest: Vec<OsString> = Vec::new();
+    let mut iter = args[serve_at + 1..].iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            path = Some(PathBuf::from(
+                iter.next()
+                    .ok_or_else(|| "--config needs a file".to_owned())?,
+            ));
+        } else if let Some(value) = text.strip_prefix("--config=") {
+            path = Some(PathBuf::from(value));
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    let Some(path) = path.or_else(|| std::env::var_os("INFRA_CONFIG").map(PathBuf::from)) else {
+        let mut out = args[..=serve_at].to_vec();
+        out.extend(rest);
+        return Ok(out);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("reading the config file {}: {e}", path.display()))?;
+    let settings: BTreeMap<String, serde_json::Value> =
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .ok_or_else(|| "the serve command is missing".to_owned())?;
+    let mut injected: Vec<OsString> = Vec::new();
+    for (key, value) in settings {
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .ok_or_else(|| format!("{}: unknown setting {key:?}", path.display()))?;
+        let flag = format!("--{key}");
+        let given = rest.iter().any(|a| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&format!("{flag}="))
+        });
+        if given
+            || arg
+                .get_env()
+                .is_some_and(|name| std::env::var_os(name).is_some())
+        {
+            continue;
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "{}: setting {key:?} must be a string, number or boolean",
+                    path.display()
+                ));
+            }
+        };
+        injected.push(flag.into());
+        injected.push(value.into());
+    }
+    let mut out = args[..=serve_at].to_vec();
+    out.extend(injected);
+    out.extend(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_do_not_say() {
+        let dir = std::env::temp_dir().join(format!("infra-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("proxy.yaml");
+        std::fs::write(
+            &file,
+            "destination: production\npolicy: /etc/infra/policy.yaml\nupstream-max-streams: 50\nlisten: 0.0.0.0:8443\n",
+        )
+        .expect("write");
+        let args = with_config_file(os(&[
+            "infra-proxy",
+            "serve",
+            "--config",
+            &file.display().to_string(),
+            "--listen",
+            "127.0.0.1:9443",
+        ]))
+        .expect("config");
+        let cli = Cli::try_parse_from(args).expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.destination, "production");
+        assert_eq!(serve.upstream_max_streams, 50);
+        assert_eq!(
+            serve.listen,
+            "127.0.0.1:9443".parse::<SocketAddr>().expect("addr"),
+            "the flag wins over the file"
+        );
+
+        std::fs::write(&file, "destinaton: production\n").expect("write");
+        let error = with_config_file(os(&[
+            "infra-proxy",
+            "serve",
+            "--config",
+            &file.display().to_string(),
+        ]))
+        .expect_err("a typo is refused");
+        assert!(error.contains("unknown setting \"destinaton\""), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

@@ -5,11 +5,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use infra_proxy::config::{Cli, Command, ServeArgs, ValidateArgs};
+use infra_proxy::config::{self, Cli, Command, ServeArgs, ValidateArgs};
 use infra_proxy::{app, policy};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::with_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Serve(args) => {

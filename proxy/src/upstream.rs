@@ -543,3 +543,41 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The service-account token rotates on disk; the credential follows it.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotated_token_file_is_read_again() {
+        let dir = std::env::temp_dir().join(format!("infra-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("token");
+        std::fs::write(&path, "first\n").expect("write");
+        let credential =
+            Credential::token_file(path.clone(), Duration::from_mins(1)).expect("readable");
+        let value = |c: &Credential| {
+            c.header()
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .expect("a value")
+        };
+        assert_eq!(value(&credential), "Bearer first");
+
+        std::fs::write(&path, "second\n").expect("write");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(value(&credential), "Bearer second");
+
+        // An unreadable file keeps the last good token.
+        std::fs::remove_file(&path).expect("remove");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(value(&credential), "Bearer second");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn credentials_never_print_their_token() {
+        let credential = Credential::Token(bearer("s3cr3t").expect("header"));
+        assert!(!format!("{credential:?}").contains("s3cr3t"));
+    }
+}
