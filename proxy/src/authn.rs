@@ -20,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use arc_swap::ArcSwap;
 use infra_authz::decision::Identity;
-use infra_authz::token::{ClaimMapping, Jwks, TokenCache, TokenCacheConfig, TokenError, Verifier};
+use infra_authz::token::{
+    ClaimMapping, Jwk, Jwks, TokenCache, TokenCacheConfig, TokenError, Verifier,
+};
 
 use crate::metrics::Metrics;
 
@@ -58,6 +60,8 @@ struct Issuer {
     /// Verified tokens, each with the identity built from it once.
     cache: TokenCache<Identity>,
     last_fetch: Mutex<Option<Instant>>,
+    /// The public keys the verifier in force trusts, sorted by kid.
+    keys_in_force: Mutex<Vec<Jwk>>,
     /// Fetches are serialized so concurrent misses make one request.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -121,6 +125,7 @@ impl Authenticator {
                     verifier: ArcSwap::from_pointee(None),
                     cache: TokenCache::new(TokenCacheConfig::default()),
                     last_fetch: Mutex::new(None),
+                    keys_in_force: Mutex::new(Vec::new()),
                     fetching: tokio::sync::Mutex::new(()),
                 })
                 .collect(),
@@ -216,8 +221,26 @@ impl Authenticator {
             .with_context(|| format!("reading {url}"))
     }
 
+    /// Fetches the issuer's keys and puts them in force when they differ from the keys in force:
+    /// new keys are trusted, and keys the issuer no longer publishes stop being trusted. An
+    /// unchanged key set keeps the current verifier (and so its cached tokens).
     async fn refresh(&self, issuer: &Issuer) -> Result<()> {
         let _one = issuer.fetching.lock().await;
+        self.refresh_locked(issuer).await
+    }
+
+    /// [`Self::refresh`], but only if the last fetch is [`REFETCH_INTERVAL`] old. The check is
+    /// made under the fetch lock, so concurrent unknown kids make one fetch, not one each.
+    async fn refetch_if_due(&self, issuer: &Issuer) -> Result<()> {
+        let _one = issuer.fetching.lock().await;
+        if Self::may_refetch(issuer) {
+            self.refresh_locked(issuer).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn refresh_locked(&self, issuer: &Issuer) -> Result<()> {
         *issuer
             .last_fetch
             .lock()
@@ -225,22 +248,27 @@ impl Authenticator {
         let jwks = self
             .fetch_jwks(&issuer.config.keys, &issuer.config.issuer)
             .await?;
+        let mut keys: Vec<Jwk> = jwks
+            .trusted_keys()
+            .iter()
+            .map(|k| k.jwk().clone())
+            .collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let mut in_force = issuer
+            .keys_in_force
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if issuer.verifier.load().is_some() && *in_force == keys {
+            return Ok(());
+        }
         let verifier = Verifier::builder(issuer.config.issuer.clone())
             .trust_jwks(&jwks)
             .claim_mapping(issuer.config.mapping.clone())
             .build()
             .map_err(|e| anyhow!("the keys of {}: {e}", issuer.config.issuer))?;
-        let changed = match issuer.verifier.load().as_ref() {
-            Some(old) => jwks
-                .trusted_keys()
-                .iter()
-                .any(|k| old.key(k.kid()).is_none()),
-            None => true,
-        };
-        if changed {
-            tracing::info!(issuer = %issuer.config.issuer, keys = jwks.trusted_keys().len(), "issuer keys loaded");
-            issuer.verifier.store(Arc::new(Some(verifier)));
-        }
+        tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "issuer keys in force");
+        issuer.verifier.store(Arc::new(Some(verifier)));
+        *in_force = keys;
         Ok(())
     }
 
@@ -259,7 +287,7 @@ impl Authenticator {
             Err(AuthnError::Token(TokenError::UnknownKid(_)) | AuthnError::KeysNotLoaded(_))
                 if Self::may_refetch(issuer) =>
             {
-                if let Err(error) = self.refresh(issuer).await {
+                if let Err(error) = self.refetch_if_due(issuer).await {
                     tracing::warn!(issuer = %issuer.config.issuer, error = format!("{error:#}"), "refetching keys for an unknown kid failed");
                 }
                 Self::verify_with(issuer, token, now)

@@ -20,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod config;
+pub mod control;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;

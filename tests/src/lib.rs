@@ -8,5 +8,6 @@
 pub mod apiserver;
 pub mod certs;
 pub mod kubectl;
+pub mod oidc;
 pub mod proxy;
 pub mod upgrade;

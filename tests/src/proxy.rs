@@ -36,6 +36,16 @@ pub struct Harness {
 impl Harness {
     /// Starts a stand-in and a proxy deciding with `policy`.
     pub async fn start(policy: &str) -> Self {
+        Self::start_with_issuers(policy, |infra| infra).await
+    }
+
+    /// Starts a stand-in and a proxy deciding with `policy` that trusts the issuers `issuers`
+    /// answers when given the default ones (this harness's Infra issuer with its JWKS file):
+    /// keep them and add the `oidc_*` settings, or replace them.
+    pub async fn start_with_issuers(
+        policy: &str,
+        issuers: impl FnOnce(IssuerArgs) -> IssuerArgs,
+    ) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let standin = StandIn::builder()
@@ -75,11 +85,11 @@ impl Harness {
             policy: policy_path.clone(),
             kubeconfig: Some(kubeconfig),
             context: None,
-            issuers: IssuerArgs {
+            issuers: issuers(IssuerArgs {
                 issuer: Some(ISSUER.to_owned()),
                 jwks_file: Some(jwks_file),
                 ..IssuerArgs::default()
-            },
+            }),
             audit_log: dir.path().join("audit.log").display().to_string(),
             upstream_max_streams: 100,
             shutdown_grace_seconds: 1,
@@ -123,7 +133,7 @@ impl Harness {
 
     /// A kubectl whose kubeconfig holds a token of `user`.
     pub fn kubectl_as(&self, user: &str, groups: &[&str]) -> Kubectl {
-        let token = self.token(user, groups, Duration::from_secs(300));
+        let token = self.token(user, groups, Duration::from_mins(5));
         Kubectl::new(&self.url(), self.ca.cert_pem(), &Credentials::Token(token))
     }
 
@@ -163,6 +173,7 @@ where
 
 /// A plain HTTP GET; answers the body.
 pub async fn http_get(url: &str) -> String {
+    use http_body_util::BodyExt as _;
     let uri: http::Uri = url.parse().expect("url");
     let authority = uri.authority().expect("authority").to_string();
     let stream = tokio::net::TcpStream::connect(&authority)
@@ -178,7 +189,6 @@ pub async fn http_get(url: &str) -> String {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
-    use http_body_util::BodyExt as _;
     let body = response
         .into_body()
         .collect()

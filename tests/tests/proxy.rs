@@ -143,7 +143,7 @@ async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
     )
     .await;
     assert_eq!(status, 401);
-    let token = h.token("suzie@example.com", &[], Duration::from_secs(60));
+    let token = h.token("suzie@example.com", &[], Duration::from_mins(1));
     let (status, body) = https_get(
         &h,
         "/api/v1/namespaces/default/pods",
@@ -171,7 +171,7 @@ async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
                         name: "suzie@example.com",
                         groups: &[],
                         audience: DESTINATION,
-                        ttl: Duration::from_secs(60),
+                        ttl: Duration::from_mins(1),
                     },
                     SystemTime::now(),
                 )
@@ -190,9 +190,9 @@ async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
                         name: "suzie@example.com",
                         groups: &[],
                         audience: DESTINATION,
-                        ttl: Duration::from_secs(60),
+                        ttl: Duration::from_mins(1),
                     },
-                    SystemTime::now() - Duration::from_secs(3600),
+                    SystemTime::now() - Duration::from_hours(1),
                 )
                 .expect("issue");
             token.token.expose().to_owned()
@@ -241,7 +241,7 @@ async fn kubectl_as_is_refused_and_never_forwarded() {
         out.stderr
     );
     // Every spelling and suffix, straight over HTTP.
-    let token = h.token("suzie@example.com", &[], Duration::from_secs(60));
+    let token = h.token("suzie@example.com", &[], Duration::from_mins(1));
     let bearer = format!("Bearer {token}");
     for name in [
         "Impersonate-User",
@@ -293,9 +293,9 @@ async fn an_expired_token_makes_kubectl_run_its_exec_plugin_again() {
                 name: "suzie@example.com",
                 groups: &[],
                 audience: DESTINATION,
-                ttl: Duration::from_secs(60),
+                ttl: Duration::from_mins(1),
             },
-            SystemTime::now() - Duration::from_secs(3600),
+            SystemTime::now() - Duration::from_hours(1),
         )
         .expect("issue");
     std::fs::write(&token_file, expired.token.expose()).expect("write token");
@@ -322,7 +322,7 @@ async fn an_expired_token_makes_kubectl_run_its_exec_plugin_again() {
     // With a fresh token behind the plugin, the same kubeconfig works.
     std::fs::write(
         &token_file,
-        h.token("suzie@example.com", &[], Duration::from_secs(300)),
+        h.token("suzie@example.com", &[], Duration::from_mins(5)),
     )
     .expect("write token");
     kubectl.run(&["get", "pods"]).await.success();
@@ -444,4 +444,48 @@ async fn a_broken_policy_file_keeps_the_previous_policy() {
         metrics.contains("infra_proxy_policy_reload_failures_total 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_open_requests_then_refuses_new_connections() {
+    let h = Harness::start(VIEW_POLICY).await;
+    h.standin
+        .create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+        }))
+        .expect("the pod is created");
+    let kubectl = h.kubectl_as("suzie@example.com", &[]);
+    // A followed log holds its request open while the drain starts.
+    let mut follow = kubectl
+        .command(&["logs", "-f", "web", "-n", "default"])
+        .spawn()
+        .expect("kubectl runs");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        h.standin.wait_for_streams(|s| s.log_follows == 1),
+    )
+    .await
+    .expect("the follow reaches the apiserver");
+
+    // Draining asks every connection to finish; the follow is still open when the grace ends.
+    let left = h.proxy.drain.drain(Duration::from_millis(300)).await;
+    assert_eq!(left, 1, "the open follow outlives a short grace period");
+
+    // New connections are refused once the drain has started.
+    let refused = tokio::net::TcpStream::connect(h.proxy.address).await;
+    match refused {
+        Err(_) => {}
+        Ok(stream) => {
+            // The listener may have accepted before noticing; then the connection is closed
+            // without a TLS handshake.
+            let mut buf = [0_u8; 1];
+            stream.readable().await.expect("readable");
+            assert!(matches!(stream.try_read(&mut buf), Ok(0) | Err(_)));
+        }
+    }
+    follow.kill().await.expect("kill kubectl");
+    h.standin.wait_for_streams(|s| s.log_follows == 0).await;
 }
