@@ -487,6 +487,28 @@ macro_rules! audit {
     };
 }
 
+/// The error for an update or delete in the transaction `$tx` that matched no row: reads the
+/// row's revision (`$sql` with `$key` bound) and gives [`StoreError::Conflict`] when the row is
+/// there and `$expected` names a revision, else [`StoreError::NotFound`].
+macro_rules! revision_conflict {
+    ($tx:ident, $sql:expr, $key:expr, $op:expr, $what:expr, $expected:expr) => {{
+        let actual = sqlx::query($sql)
+            .bind($key)
+            .fetch_optional(&mut *$tx)
+            .await
+            .op($op)?;
+        let what: String = $what;
+        match (actual, $expected) {
+            (Some(r), Some(expected)) => StoreError::Conflict {
+                what,
+                expected,
+                actual: r.int("revision")?,
+            },
+            _ => not_found(what),
+        }
+    }};
+}
+
 macro_rules! user_columns {
     () => {
         "id, name, password_hash, created_at, updated_at, revision"
@@ -600,7 +622,7 @@ fn validate_grant(grant: &Grant) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn user_from(row: &impl Columns) -> Result<User, StoreError> {
+fn user_from(row: &dyn Columns) -> Result<User, StoreError> {
     Ok(User {
         id: row.int("id")?,
         name: row.text("name")?,
@@ -611,7 +633,7 @@ fn user_from(row: &impl Columns) -> Result<User, StoreError> {
     })
 }
 
-fn group_from(row: &impl Columns) -> Result<Group, StoreError> {
+fn group_from(row: &dyn Columns) -> Result<Group, StoreError> {
     Ok(Group {
         id: row.int("id")?,
         name: row.text("name")?,
@@ -620,7 +642,7 @@ fn group_from(row: &impl Columns) -> Result<Group, StoreError> {
     })
 }
 
-fn grant_from(row: &impl Columns) -> Result<StoredGrant, StoreError> {
+fn grant_from(row: &dyn Columns) -> Result<StoredGrant, StoreError> {
     let name = row.text("subject_name")?;
     let subject = match row.text("subject_kind")?.as_str() {
         "user" => Subject::User(name),
@@ -650,7 +672,7 @@ fn grant_from(row: &impl Columns) -> Result<StoredGrant, StoreError> {
     })
 }
 
-fn key_from(row: &impl Columns) -> Result<AccessKey, StoreError> {
+fn key_from(row: &dyn Columns) -> Result<AccessKey, StoreError> {
     Ok(AccessKey {
         id: row.text("id")?,
         user: row.text("user_name")?,
@@ -665,7 +687,7 @@ fn key_from(row: &impl Columns) -> Result<AccessKey, StoreError> {
     })
 }
 
-fn destination_from(row: &impl Columns) -> Result<Destination, StoreError> {
+fn destination_from(row: &dyn Columns) -> Result<Destination, StoreError> {
     Ok(Destination {
         id: row.int("id")?,
         name: row.text("name")?,
@@ -679,7 +701,7 @@ fn destination_from(row: &impl Columns) -> Result<Destination, StoreError> {
     })
 }
 
-fn audit_from(row: &impl Columns) -> Result<AuditEvent, StoreError> {
+fn audit_from(row: &dyn Columns) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
         id: row.int("id")?,
         at: time(row.int("at")?),
@@ -766,6 +788,139 @@ impl Store {
         Ok(Secret::new(text))
     }
 
+    // ---------------------------------------------------------------- shapes shared by methods
+
+    /// The row `sql` finds with `key` bound to `$1`, mapped by `from`; when there is none,
+    /// [`StoreError::NotFound`] names it `"{what} {key:?}"`.
+    async fn fetch_one<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        op: &'static str,
+        what: &'static str,
+        from: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        with_db!(self, |pool, _begin| {
+            let row = sqlx::query(sql)
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .op(op)?;
+            row.map_or_else(|| Err(not_found(format!("{what} {key:?}"))), |r| from(&r))
+        })
+    }
+
+    /// All rows `sql` finds (with `key`, if given, bound to `$1`), mapped by `from`.
+    async fn fetch_all<T>(
+        &self,
+        sql: &'static str,
+        key: Option<&str>,
+        op: &'static str,
+        from: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        with_db!(self, |pool, _begin| {
+            let query = sqlx::query(sql);
+            let query = match key {
+                Some(key) => query.bind(key),
+                None => query,
+            };
+            query
+                .fetch_all(pool)
+                .await
+                .op(op)?
+                .iter()
+                .map(|r| from(r))
+                .collect()
+        })
+    }
+
+    /// Deletes the row `sql` matches with `key` bound to `$1` and audits `action` on `target`;
+    /// [`StoreError::NotFound`] names `target` when no row matched.
+    #[allow(clippy::too_many_arguments)]
+    async fn delete_one(
+        &self,
+        actor: &str,
+        sql: &'static str,
+        key: &str,
+        op: &'static str,
+        action: &'static str,
+        target: String,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = secs(now);
+        with_db!(self, |pool, begin| {
+            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
+            let deleted = sqlx::query(sql)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .op(op)?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(not_found(target));
+            }
+            audit!(tx, at, actor, action, target);
+            tx.commit().await.op("commit")?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a user or a group, and the grants to it.
+    async fn delete_subject(
+        &self,
+        actor: &str,
+        subject: &Subject,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let (kind, name) = subject_parts(subject);
+        let (sql, op, grants_sql, grants_op, action) = match subject {
+            Subject::User(_) => (
+                "DELETE FROM users WHERE name = $1",
+                "delete a user",
+                "DELETE FROM grants WHERE subject_kind = 'user' AND subject_name = $1",
+                "delete a user's grants",
+                "user.delete",
+            ),
+            Subject::Group(_) => (
+                "DELETE FROM user_groups WHERE name = $1",
+                "delete a group",
+                "DELETE FROM grants WHERE subject_kind = 'group' AND subject_name = $1",
+                "delete a group's grants",
+                "group.delete",
+            ),
+        };
+        let at = secs(now);
+        let target = format!("{kind} {name:?}");
+        with_db!(self, |pool, begin| {
+            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
+            let deleted = sqlx::query(sql)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .op(op)?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(not_found(target));
+            }
+            let grants = sqlx::query(grants_sql)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .op(grants_op)?
+                .rows_affected();
+            audit!(
+                tx,
+                at,
+                actor,
+                action,
+                target,
+                format!("grants removed: {grants}")
+            );
+            tx.commit().await.op("commit")?;
+            Ok(())
+        })
+    }
+
     // ---------------------------------------------------------------- users
 
     /// Creates a user without a password.
@@ -802,38 +957,25 @@ impl Store {
 
     /// The user called `name`.
     pub async fn get_user(&self, name: &str) -> Result<User, StoreError> {
-        with_db!(self, |pool, _begin| {
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE name = $1"
-            ))
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .op("read a user")?;
-            row.map_or_else(
-                || Err(not_found(format!("user {name:?}"))),
-                |r| user_from(&r),
-            )
-        })
+        self.fetch_one(
+            concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1"),
+            name,
+            "read a user",
+            "user",
+            user_from,
+        )
+        .await
     }
 
     /// All users, by name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users ORDER BY name"
-            ))
-            .fetch_all(pool)
-            .await
-            .op("list users")?
-            .iter()
-            .map(user_from)
-            .collect()
-        })
+        self.fetch_all(
+            concat!("SELECT ", user_columns!(), " FROM users ORDER BY name"),
+            None,
+            "list users",
+            user_from,
+        )
+        .await
     }
 
     /// Deletes a user with their memberships, access keys, provider sessions and grants.
@@ -843,37 +985,8 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("user {name:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM users WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .op("delete a user")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            let grants =
-                sqlx::query("DELETE FROM grants WHERE subject_kind = 'user' AND subject_name = $1")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await
-                    .op("delete a user's grants")?
-                    .rows_affected();
-            audit!(
-                tx,
-                at,
-                actor,
-                "user.delete",
-                target,
-                format!("grants removed: {grants}")
-            );
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
+        self.delete_subject(actor, &Subject::User(name.to_owned()), now)
+            .await
     }
 
     /// Sets a user's password, after checking it against the policy. Clears the user's failed
@@ -1115,32 +1228,25 @@ impl Store {
 
     /// The group called `name`.
     pub async fn get_group(&self, name: &str) -> Result<Group, StoreError> {
-        with_db!(self, |pool, _begin| {
-            let row = sqlx::query(
-                "SELECT id, name, created_at, revision FROM user_groups WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .op("read a group")?;
-            row.map_or_else(
-                || Err(not_found(format!("group {name:?}"))),
-                |r| group_from(&r),
-            )
-        })
+        self.fetch_one(
+            "SELECT id, name, created_at, revision FROM user_groups WHERE name = $1",
+            name,
+            "read a group",
+            "group",
+            group_from,
+        )
+        .await
     }
 
     /// All groups, by name.
     pub async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query("SELECT id, name, created_at, revision FROM user_groups ORDER BY name")
-                .fetch_all(pool)
-                .await
-                .op("list groups")?
-                .iter()
-                .map(group_from)
-                .collect()
-        })
+        self.fetch_all(
+            "SELECT id, name, created_at, revision FROM user_groups ORDER BY name",
+            None,
+            "list groups",
+            group_from,
+        )
+        .await
     }
 
     /// Deletes a group with its memberships and grants.
@@ -1150,38 +1256,8 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("group {name:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM user_groups WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .op("delete a group")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            let grants = sqlx::query(
-                "DELETE FROM grants WHERE subject_kind = 'group' AND subject_name = $1",
-            )
-            .bind(name)
-            .execute(&mut *tx)
+        self.delete_subject(actor, &Subject::Group(name.to_owned()), now)
             .await
-            .op("delete a group's grants")?
-            .rows_affected();
-            audit!(
-                tx,
-                at,
-                actor,
-                "group.delete",
-                target,
-                format!("grants removed: {grants}")
-            );
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
     }
 
     /// Adds `user` to `group`. `Ok(false)` when they were a member already.
@@ -1266,38 +1342,28 @@ impl Store {
     /// The members of `group`, by name.
     pub async fn members(&self, group: &str) -> Result<Vec<String>, StoreError> {
         self.get_group(group).await?;
-        with_db!(self, |pool, _begin| {
-            sqlx::query(
-                "SELECT u.name FROM group_members m \
-                 JOIN user_groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
-                 WHERE g.name = $1 ORDER BY u.name",
-            )
-            .bind(group)
-            .fetch_all(pool)
-            .await
-            .op("list group members")?
-            .iter()
-            .map(|r| r.text("name"))
-            .collect()
-        })
+        self.fetch_all(
+            "SELECT u.name FROM group_members m \
+             JOIN user_groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
+             WHERE g.name = $1 ORDER BY u.name",
+            Some(group),
+            "list group members",
+            |r| r.text("name"),
+        )
+        .await
     }
 
     /// The groups `user` is a member of, by name.
     pub async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(
-                "SELECT g.name FROM group_members m \
-                 JOIN user_groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
-                 WHERE u.name = $1 ORDER BY g.name",
-            )
-            .bind(user)
-            .fetch_all(pool)
-            .await
-            .op("list a user's groups")?
-            .iter()
-            .map(|r| r.text("name"))
-            .collect()
-        })
+        self.fetch_all(
+            "SELECT g.name FROM group_members m \
+             JOIN user_groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
+             WHERE u.name = $1 ORDER BY g.name",
+            Some(user),
+            "list a user's groups",
+            |r| r.text("name"),
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- grants
@@ -1406,7 +1472,7 @@ impl Store {
             .await
             .op("list grants")?
             .iter()
-            .map(grant_from)
+            .map(|r| grant_from(r))
             .collect()
         })
     }
@@ -1436,19 +1502,14 @@ impl Store {
             .await
             .op("update a grant")?;
             let Some(row) = row else {
-                let actual = sqlx::query("SELECT revision FROM grants WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .op("read a grant's revision")?;
-                return Err(match actual {
-                    Some(r) => StoreError::Conflict {
-                        what: format!("grant {id}"),
-                        expected: expected_revision,
-                        actual: r.int("revision")?,
-                    },
-                    None => not_found(format!("grant {id}")),
-                });
+                return Err(revision_conflict!(
+                    tx,
+                    "SELECT revision FROM grants WHERE id = $1",
+                    id,
+                    "read a grant's revision",
+                    format!("grant {id}"),
+                    Some(expected_revision)
+                ));
             };
             let stored = grant_from(&row)?;
             let detail = expires_at.map_or_else(
@@ -1489,19 +1550,14 @@ impl Store {
             .await
             .op("delete a grant")?;
             let Some(row) = row else {
-                let actual = sqlx::query("SELECT revision FROM grants WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .op("read a grant's revision")?;
-                return Err(match (actual, expected_revision) {
-                    (Some(r), Some(expected)) => StoreError::Conflict {
-                        what: format!("grant {id}"),
-                        expected,
-                        actual: r.int("revision")?,
-                    },
-                    _ => not_found(format!("grant {id}")),
-                });
+                return Err(revision_conflict!(
+                    tx,
+                    "SELECT revision FROM grants WHERE id = $1",
+                    id,
+                    "read a grant's revision",
+                    format!("grant {id}"),
+                    expected_revision
+                ));
             };
             let stored = grant_from(&row)?;
             audit!(tx, at, actor, "grant.delete", grant_target(&stored.grant));
@@ -1749,21 +1805,18 @@ impl Store {
 
     /// The access keys of `user`, oldest first.
     pub async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKey>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(concat!(
+        self.fetch_all(
+            concat!(
                 "SELECT ",
                 key_columns!(),
                 " FROM access_keys k JOIN users u ON u.id = k.user_id WHERE u.name = $1 ",
                 "ORDER BY k.created_at, k.id"
-            ))
-            .bind(user)
-            .fetch_all(pool)
-            .await
-            .op("list access keys")?
-            .iter()
-            .map(key_from)
-            .collect()
-        })
+            ),
+            Some(user),
+            "list access keys",
+            key_from,
+        )
+        .await
     }
 
     /// Deletes the access key `id`.
@@ -1773,28 +1826,21 @@ impl Store {
         id: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("access key {id:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM access_keys WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .op("delete an access key")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            audit!(tx, at, actor, "access_key.delete", target);
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
+        self.delete_one(
+            actor,
+            "DELETE FROM access_keys WHERE id = $1",
+            id,
+            "delete an access key",
+            "access_key.delete",
+            format!("access key {id:?}"),
+            now,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- providers
 
-    fn provider_from(&self, row: &impl Columns) -> Result<StoredProvider, StoreError> {
+    fn provider_from(&self, row: &dyn Columns) -> Result<StoredProvider, StoreError> {
         let name = row.text("name")?;
         let kind = row.text("kind")?;
         let client_secret =
@@ -1876,38 +1922,33 @@ impl Store {
 
     /// The provider called `name`, client secret opened.
     pub async fn get_provider(&self, name: &str) -> Result<StoredProvider, StoreError> {
-        with_db!(self, |pool, _begin| {
-            let row = sqlx::query(concat!(
+        self.fetch_one(
+            concat!(
                 "SELECT ",
                 provider_columns!(),
                 " FROM providers WHERE name = $1"
-            ))
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .op("read a provider")?;
-            row.map_or_else(
-                || Err(not_found(format!("provider {name:?}"))),
-                |r| self.provider_from(&r),
-            )
-        })
+            ),
+            name,
+            "read a provider",
+            "provider",
+            |r| self.provider_from(r),
+        )
+        .await
     }
 
     /// All providers, by name.
     pub async fn list_providers(&self) -> Result<Vec<StoredProvider>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(concat!(
+        self.fetch_all(
+            concat!(
                 "SELECT ",
                 provider_columns!(),
                 " FROM providers ORDER BY name"
-            ))
-            .fetch_all(pool)
-            .await
-            .op("list providers")?
-            .iter()
-            .map(|r| self.provider_from(r))
-            .collect()
-        })
+            ),
+            None,
+            "list providers",
+            |r| self.provider_from(r),
+        )
+        .await
     }
 
     /// Replaces the provider called `provider.name`, if it is still at `expected_revision`.
@@ -1944,19 +1985,14 @@ impl Store {
             .await
             .op("update a provider")?;
             let Some(row) = row else {
-                let actual = sqlx::query("SELECT revision FROM providers WHERE name = $1")
-                    .bind(provider.name.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .op("read a provider's revision")?;
-                return Err(match actual {
-                    Some(r) => StoreError::Conflict {
-                        what: target,
-                        expected: expected_revision,
-                        actual: r.int("revision")?,
-                    },
-                    None => not_found(target),
-                });
+                return Err(revision_conflict!(
+                    tx,
+                    "SELECT revision FROM providers WHERE name = $1",
+                    provider.name.as_str(),
+                    "read a provider's revision",
+                    target,
+                    Some(expected_revision)
+                ));
             };
             let stored = self.provider_from(&row)?;
             audit!(
@@ -1979,28 +2015,21 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("provider {name:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM providers WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .op("delete a provider")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            audit!(tx, at, actor, "provider.delete", target);
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
+        self.delete_one(
+            actor,
+            "DELETE FROM providers WHERE name = $1",
+            name,
+            "delete a provider",
+            "provider.delete",
+            format!("provider {name:?}"),
+            now,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- identity-provider sessions
 
-    fn session_from(&self, row: &impl Columns) -> Result<IdpSession, StoreError> {
+    fn session_from(&self, row: &dyn Columns) -> Result<IdpSession, StoreError> {
         let context = session_context(row.int("user_id")?, row.int("provider_id")?);
         Ok(IdpSession {
             id: row.int("id")?,
@@ -2279,38 +2308,33 @@ impl Store {
 
     /// The destination called `name`.
     pub async fn get_destination(&self, name: &str) -> Result<Destination, StoreError> {
-        with_db!(self, |pool, _begin| {
-            let row = sqlx::query(concat!(
+        self.fetch_one(
+            concat!(
                 "SELECT ",
                 destination_columns!(),
                 " FROM destinations WHERE name = $1"
-            ))
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .op("read a destination")?;
-            row.map_or_else(
-                || Err(not_found(format!("destination {name:?}"))),
-                |r| destination_from(&r),
-            )
-        })
+            ),
+            name,
+            "read a destination",
+            "destination",
+            destination_from,
+        )
+        .await
     }
 
     /// All destinations, by name.
     pub async fn list_destinations(&self) -> Result<Vec<Destination>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(concat!(
+        self.fetch_all(
+            concat!(
                 "SELECT ",
                 destination_columns!(),
                 " FROM destinations ORDER BY name"
-            ))
-            .fetch_all(pool)
-            .await
-            .op("list destinations")?
-            .iter()
-            .map(destination_from)
-            .collect()
-        })
+            ),
+            None,
+            "list destinations",
+            destination_from,
+        )
+        .await
     }
 
     /// Deletes the destination called `name`.
@@ -2320,23 +2344,16 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("destination {name:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM destinations WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .op("delete a destination")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            audit!(tx, at, actor, "destination.delete", target);
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
+        self.delete_one(
+            actor,
+            "DELETE FROM destinations WHERE name = $1",
+            name,
+            "delete a destination",
+            "destination.delete",
+            format!("destination {name:?}"),
+            now,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- signing keys
@@ -2391,16 +2408,12 @@ impl Store {
 
     /// All signing keys, oldest first, private halves opened.
     pub async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query(
-                "SELECT kid, algorithm, public_key, private_key, created_at, retired_at \
-                 FROM signing_keys ORDER BY created_at, kid",
-            )
-            .fetch_all(pool)
-            .await
-            .op("list signing keys")?
-            .iter()
-            .map(|row| {
+        self.fetch_all(
+            "SELECT kid, algorithm, public_key, private_key, created_at, retired_at \
+             FROM signing_keys ORDER BY created_at, kid",
+            None,
+            "list signing keys",
+            |row| {
                 let kid = row.text("kid")?;
                 Ok(SigningKey {
                     private_key: self
@@ -2411,9 +2424,9 @@ impl Store {
                     retired_at: row.opt_int("retired_at")?.map(time),
                     kid,
                 })
-            })
-            .collect()
-        })
+            },
+        )
+        .await
     }
 
     /// Stops signing with key `kid` (it stays published until deleted).
@@ -2452,23 +2465,16 @@ impl Store {
         kid: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let at = secs(now);
-        let target = format!("signing key {kid:?}");
-        with_db!(self, |pool, begin| {
-            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
-            let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-                .bind(kid)
-                .execute(&mut *tx)
-                .await
-                .op("delete a signing key")?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(not_found(target));
-            }
-            audit!(tx, at, actor, "signing_key.delete", target);
-            tx.commit().await.op("commit")?;
-            Ok(())
-        })
+        self.delete_one(
+            actor,
+            "DELETE FROM signing_keys WHERE kid = $1",
+            kid,
+            "delete a signing key",
+            "signing_key.delete",
+            format!("signing key {kid:?}"),
+            now,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- audit
@@ -2513,7 +2519,7 @@ impl Store {
             .await
             .op("list the audit log")?
             .iter()
-            .map(audit_from)
+            .map(|r| audit_from(r))
             .collect()
         })
     }
