@@ -162,18 +162,28 @@ impl Kubectl {
 
     /// Runs `kubectl <args>` with `stdin` (e.g. `apply -f -`), to the end (at most a minute).
     pub async fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with(args, &[], stdin.map(str::as_bytes)).await
+    }
+
+    /// Runs `kubectl <args>` with extra environment and optional stdin, to the end (at most a
+    /// minute).
+    pub async fn run_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Output {
         let mut command = self.command(args);
+        command.envs(env.iter().copied());
         if stdin.is_some() {
             command.stdin(Stdio::piped());
         }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {} (set INFRA_TESTS_KUBECTL?): {e}", program()));
-        if let Some(text) = stdin {
+        if let Some(data) = stdin {
             let mut pipe = child.stdin.take().expect("stdin was piped");
-            pipe.write_all(text.as_bytes())
-                .await
-                .expect("kubectl reads its stdin");
+            pipe.write_all(data).await.expect("kubectl reads its stdin");
             drop(pipe);
         }
         let output = tokio::time::timeout(Duration::from_mins(1), child.wait_with_output())

@@ -126,40 +126,12 @@ async fn run_counted(
     stdin: Option<&[u8]>,
 ) -> (Output, usize) {
     for attempt in 1..=ATTEMPTS {
-        let output = run_once(kubectl, args, env, stdin).await;
+        let output = kubectl.run_with(args, env, stdin).await;
         if !output.stderr.contains(CLIENT_GO_STREAM_RACE) {
             return (output, attempt);
         }
     }
     panic!("kubectl {args:?} lost a message to client-go's stream race {ATTEMPTS} times in a row")
-}
-
-async fn run_once(
-    kubectl: &Kubectl,
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&[u8]>,
-) -> Output {
-    let mut command = kubectl.command(args);
-    command.envs(env.iter().copied());
-    if stdin.is_some() {
-        command.stdin(Stdio::piped());
-    }
-    let mut child = command.spawn().expect("kubectl runs");
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(data).await.expect("kubectl reads stdin");
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(HANG, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} hung"))
-        .expect("kubectl ran");
-    Output {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// A kubectl that keeps running (watch, follow, port-forward), read line by line as it prints.

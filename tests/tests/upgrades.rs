@@ -4,11 +4,10 @@
 //! `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false` / `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use infra_tests::apiserver::StandIn;
-use infra_tests::kubectl::{Credentials, Kubectl, Output};
+use infra_tests::kubectl::{Credentials, Kubectl};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,35 +49,6 @@ async fn cluster(upstream: Option<SocketAddr>) -> Cluster {
     Cluster { stand_in, kubectl }
 }
 
-/// Runs kubectl with extra environment and optional stdin, to the end.
-async fn run(
-    kubectl: &Kubectl,
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&[u8]>,
-) -> Output {
-    let mut command = kubectl.command(args);
-    command.envs(env.iter().copied());
-    if stdin.is_some() {
-        command.stdin(Stdio::piped());
-    }
-    let mut child = command.spawn().expect("kubectl runs");
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(data).await.expect("kubectl reads stdin");
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(HANG, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} hung"))
-        .expect("kubectl ran");
-    Output {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// The upgrade header and negotiated-protocol headers of the requests to `subresource`.
 fn upgrades(stand_in: &StandIn, subresource: &str) -> Vec<(String, Vec<String>)> {
     stand_in
@@ -100,14 +70,10 @@ fn upgrades(stand_in: &StandIn, subresource: &str) -> Vec<(String, Vec<String>)>
 #[tokio::test]
 async fn exec_echo_over_websocket_v5() {
     let Cluster { stand_in, kubectl } = cluster(None).await;
-    let out = run(
-        &kubectl,
-        &["exec", "web", "--", "echo", "hi", "there"],
-        &[],
-        None,
-    )
-    .await
-    .success();
+    let out = kubectl
+        .run_with(&["exec", "web", "--", "echo", "hi", "there"], &[], None)
+        .await
+        .success();
     assert_eq!(out.stdout, "hi there\n");
     let upgrades = upgrades(&stand_in, "exec");
     assert_eq!(upgrades.len(), 1, "{upgrades:?}");
@@ -129,14 +95,10 @@ async fn exec_stdin_reaches_the_command_and_ends_it() {
     } = cluster(None).await;
     let input = b"line one\nline two\n";
     for env in [&[][..], &[EXEC_OVER_SPDY][..]] {
-        let out = run(
-            &kubectl,
-            &["exec", "-i", "web", "--", "cat"],
-            env,
-            Some(input),
-        )
-        .await
-        .success();
+        let out = kubectl
+            .run_with(&["exec", "-i", "web", "--", "cat"], env, Some(input))
+            .await
+            .success();
         assert_eq!(out.stdout.as_bytes(), input, "env {env:?}");
     }
 }
@@ -148,30 +110,24 @@ async fn exec_exit_codes_and_stderr_propagate() {
         kubectl,
     } = cluster(None).await;
     for env in [&[][..], &[EXEC_OVER_SPDY][..]] {
-        let out = run(
-            &kubectl,
-            &["exec", "web", "--", "sh", "-c", "exit 3"],
-            env,
-            None,
-        )
-        .await;
+        let out = kubectl
+            .run_with(&["exec", "web", "--", "sh", "-c", "exit 3"], env, None)
+            .await;
         assert_eq!(out.status.code(), Some(3), "env {env:?}: {out:?}");
         assert!(
             out.stderr.contains("command terminated with exit code 3"),
             "env {env:?}: {out:?}"
         );
 
-        let out = run(&kubectl, &["exec", "web", "--", "false"], env, None).await;
+        let out = kubectl
+            .run_with(&["exec", "web", "--", "false"], env, None)
+            .await;
         assert_eq!(out.status.code(), Some(1), "env {env:?}: {out:?}");
 
-        let out = run(
-            &kubectl,
-            &["exec", "web", "--", "stderr-echo", "oops"],
-            env,
-            None,
-        )
-        .await
-        .success();
+        let out = kubectl
+            .run_with(&["exec", "web", "--", "stderr-echo", "oops"], env, None)
+            .await
+            .success();
         assert_eq!(out.stdout, "", "env {env:?}");
         assert_eq!(out.stderr, "oops\n", "env {env:?}");
     }
@@ -180,14 +136,14 @@ async fn exec_exit_codes_and_stderr_propagate() {
 #[tokio::test]
 async fn exec_over_spdy_when_websockets_are_off() {
     let Cluster { stand_in, kubectl } = cluster(None).await;
-    let out = run(
-        &kubectl,
-        &["exec", "web", "--", "echo", "spdy"],
-        &[EXEC_OVER_SPDY],
-        None,
-    )
-    .await
-    .success();
+    let out = kubectl
+        .run_with(
+            &["exec", "web", "--", "echo", "spdy"],
+            &[EXEC_OVER_SPDY],
+            None,
+        )
+        .await
+        .success();
     assert_eq!(out.stdout, "spdy\n");
     let upgrades = upgrades(&stand_in, "exec");
     assert_eq!(upgrades.len(), 1, "{upgrades:?}");
@@ -205,7 +161,8 @@ async fn attach_with_stdin() {
         kubectl,
     } = cluster(None).await;
     for env in [&[][..], &[EXEC_OVER_SPDY][..]] {
-        let out = run(&kubectl, &["attach", "-i", "web"], env, Some(b"attached\n"))
+        let out = kubectl
+            .run_with(&["attach", "-i", "web"], env, Some(b"attached\n"))
             .await
             .success();
         assert!(out.stdout.ends_with("attached\n"), "env {env:?}: {out:?}");
@@ -221,21 +178,18 @@ async fn cp_from_and_to_the_pod() {
     for env in [&[][..], &[EXEC_OVER_SPDY][..]] {
         let local = kubectl.dir().join("fetched.txt");
         let local_arg = local.to_str().expect("a UTF-8 temporary path");
-        run(
-            &kubectl,
-            &["cp", "web:/tmp/remote.txt", local_arg],
-            env,
-            None,
-        )
-        .await
-        .success();
+        kubectl
+            .run_with(&["cp", "web:/tmp/remote.txt", local_arg], env, None)
+            .await
+            .success();
         let fetched = std::fs::read_to_string(&local).expect("kubectl wrote the file");
         assert_eq!(fetched, "contents of /tmp/remote.txt\n", "env {env:?}");
 
         let upload = kubectl.dir().join("up.txt");
         std::fs::write(&upload, "12345").expect("the temporary directory is writable");
         let upload_arg = upload.to_str().expect("a UTF-8 temporary path");
-        let out = run(&kubectl, &["cp", upload_arg, "web:/tmp/"], env, None)
+        let out = kubectl
+            .run_with(&["cp", upload_arg, "web:/tmp/"], env, None)
             .await
             .success();
         // The stand-in's tar lists what it received on stderr.
