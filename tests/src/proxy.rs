@@ -113,6 +113,18 @@ impl Harness {
 
     /// A token of `user` in `groups` for this destination.
     pub fn token(&self, user: &str, groups: &[&str], ttl: Duration) -> String {
+        self.token_issued_at(user, groups, ttl, SystemTime::now())
+    }
+
+    /// A token of `user` in `groups` for this destination, issued at `at` (in the past for an
+    /// expired one).
+    pub fn token_issued_at(
+        &self,
+        user: &str,
+        groups: &[&str],
+        ttl: Duration,
+        at: SystemTime,
+    ) -> String {
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         self.issuer
             .issue(
@@ -123,7 +135,7 @@ impl Harness {
                     audience: DESTINATION,
                     ttl,
                 },
-                SystemTime::now(),
+                at,
             )
             .expect("issue")
             .token

@@ -181,22 +181,12 @@ async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
                 .to_owned()
         }),
         // An expired token.
-        Credentials::Token({
-            let token = h
-                .issuer
-                .issue(
-                    &TokenRequest {
-                        user_id: "suzie@example.com",
-                        name: "suzie@example.com",
-                        groups: &[],
-                        audience: DESTINATION,
-                        ttl: Duration::from_mins(1),
-                    },
-                    SystemTime::now() - Duration::from_hours(1),
-                )
-                .expect("issue");
-            token.token.expose().to_owned()
-        }),
+        Credentials::Token(h.token_issued_at(
+            "suzie@example.com",
+            &[],
+            Duration::from_mins(1),
+            SystemTime::now() - Duration::from_hours(1),
+        )),
     ] {
         let kubectl = Kubectl::new(&h.url(), h.ca.cert_pem(), &credentials);
         let out = kubectl.run(&["get", "pods"]).await.failure();
@@ -285,20 +275,13 @@ async fn an_expired_token_makes_kubectl_run_its_exec_plugin_again() {
     .expect("write plugin");
     make_executable(&plugin);
 
-    let expired = h
-        .issuer
-        .issue(
-            &TokenRequest {
-                user_id: "suzie@example.com",
-                name: "suzie@example.com",
-                groups: &[],
-                audience: DESTINATION,
-                ttl: Duration::from_mins(1),
-            },
-            SystemTime::now() - Duration::from_hours(1),
-        )
-        .expect("issue");
-    std::fs::write(&token_file, expired.token.expose()).expect("write token");
+    let expired = h.token_issued_at(
+        "suzie@example.com",
+        &[],
+        Duration::from_mins(1),
+        SystemTime::now() - Duration::from_hours(1),
+    );
+    std::fs::write(&token_file, expired).expect("write token");
     let kubectl = Kubectl::new(
         &h.url(),
         h.ca.cert_pem(),
