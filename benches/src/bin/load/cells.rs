@@ -1,0 +1,308 @@
+//! The load cells: one protocol, one concurrency, through the proxy or direct, measured for a
+//! fixed window after a warm-up, with the CPU time each process spent in the window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::time::Instant;
+
+use crate::client::{self, Protocol, Target};
+use crate::processes::Process;
+use crate::procfs::{CpuSample, CpuSpent};
+use crate::{ProtocolArg, RunArgs, Setup, target};
+
+/// Through the proxy, or straight to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Proxy,
+    Direct,
+}
+
+impl Via {
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// One measured cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// The round (1-based).
+    pub round: u32,
+    /// Through the proxy or direct.
+    pub via: Via,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Client connections they used.
+    pub connections: usize,
+    /// Requests that ran wholly inside the measured window.
+    pub requests: u64,
+    /// Requests that failed or answered other than 200.
+    pub errors: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+    /// The measured window.
+    pub window: Duration,
+    /// Median latency.
+    pub p50_us: f64,
+    /// 99th percentile latency.
+    pub p99_us: f64,
+    /// CPU time spent in the window.
+    pub cpu: CpuSpent,
+    /// How many times this pair was run again because the machine was busy (the least disturbed
+    /// attempt is the one kept).
+    pub reruns: u32,
+}
+
+impl Cell {
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "request counts are far below 2^52"
+    )]
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.window.as_secs_f64()
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "request counts are far below 2^52"
+    )]
+    /// `seconds` of CPU per request, in µs.
+    pub fn per_request_us(&self, seconds: f64) -> f64 {
+        if self.requests == 0 {
+            return f64::NAN;
+        }
+        seconds * 1e6 / self.requests as f64
+    }
+
+    /// Cores' worth of CPU other processes used during the cell.
+    pub fn other_cores(&self) -> f64 {
+        self.cpu.other_cores(self.window)
+    }
+
+    /// Cores' worth of CPU the hypervisor took from this machine during the cell.
+    pub fn steal_cores(&self) -> f64 {
+        self.cpu.steal / self.window.as_secs_f64()
+    }
+}
+
+/// Runs every cell of every round, proxy then direct, rerunning disturbed pairs.
+pub async fn measure_cells(
+    args: &RunArgs,
+    setup: &Setup,
+    proxy: &Process,
+    upstream: &Process,
+) -> Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    for round in 1..=args.rounds {
+        for protocol in &args.protocols {
+            let protocol = match protocol {
+                ProtocolArg::H1 => Protocol::Http1,
+                ProtocolArg::H2 => Protocol::Http2,
+            };
+            for &concurrency in &args.concurrency {
+                // Up to three attempts at the pair; the least disturbed one is kept.
+                let mut attempts: Vec<Vec<Cell>> = Vec::new();
+                loop {
+                    let mut pair = Vec::new();
+                    for via in [Via::Proxy, Via::Direct] {
+                        let address = match via {
+                            Via::Proxy => proxy.address,
+                            Via::Direct => upstream.address,
+                        };
+                        let mut cell = measure_cell(
+                            args,
+                            setup,
+                            &target(setup, address, protocol)?,
+                            (via == Via::Proxy).then(|| proxy.pid()),
+                            upstream.pid(),
+                            concurrency,
+                        )
+                        .await?;
+                        cell.round = round;
+                        cell.via = via;
+                        eprintln!(
+                            "round {round} {} x{concurrency} {:>6}: {:>8.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  proxy {:>5.1} µs/req  other processes {:.2} cores, steal {:.2} cores  errors {}",
+                            protocol.name(),
+                            via.name(),
+                            cell.rate(),
+                            cell.p50_us,
+                            cell.p99_us,
+                            cell.per_request_us(cell.cpu.proxy),
+                            cell.other_cores(),
+                            cell.steal_cores(),
+                            cell.errors,
+                        );
+                        pair.push(cell);
+                    }
+                    let disturbance = disturbance(&pair);
+                    attempts.push(pair);
+                    if disturbance <= args.max_other_cores || attempts.len() == 3 {
+                        break;
+                    }
+                    eprintln!(
+                        "  other processes or the hypervisor took {disturbance:.2} cores during this pair: running it again"
+                    );
+                }
+                let reruns = u32::try_from(attempts.len() - 1).unwrap_or(u32::MAX);
+                let best = attempts
+                    .into_iter()
+                    .min_by(|a, b| disturbance(a).total_cmp(&disturbance(b)))
+                    .unwrap_or_default();
+                for mut cell in best {
+                    cell.reruns = reruns;
+                    cells.push(cell);
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// The most CPU other processes and the hypervisor (steal) took during either cell of a pair,
+/// in cores.
+fn disturbance(pair: &[Cell]) -> f64 {
+    pair.iter()
+        .map(|c| c.other_cores() + c.steal_cores())
+        .fold(0.0, f64::max)
+}
+
+/// Measures one cell against `target`; `proxy_pid` is the proxy's when it is in the path.
+pub async fn measure_cell(
+    args: &RunArgs,
+    setup: &Setup,
+    target: &Target,
+    proxy_pid: Option<u32>,
+    upstream_pid: u32,
+    concurrency: usize,
+) -> Result<Cell> {
+    let target = Arc::new(target.clone());
+    // Connections: one per request in flight over HTTP/1.1; a few shared ones over HTTP/2.
+    let connections = match target.protocol {
+        Protocol::Http1 => concurrency,
+        Protocol::Http2 => args.h2_connections.clamp(1, concurrency.max(1)),
+    };
+    let mut senders = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        senders.push(target.connect().await?);
+    }
+    let mut workers = Vec::with_capacity(concurrency);
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.seconds);
+    if target.protocol == Protocol::Http1 {
+        for sender in senders {
+            workers.push(tokio::spawn(client::worker(
+                Arc::clone(&target),
+                sender,
+                measure_from,
+                end,
+            )));
+        }
+    } else {
+        for i in 0..concurrency {
+            let sender = senders[i % connections]
+                .share()
+                .context("HTTP/2 senders are shared")?;
+            workers.push(tokio::spawn(client::worker(
+                Arc::clone(&target),
+                sender,
+                measure_from,
+                end,
+            )));
+        }
+        drop(senders);
+    }
+    tokio::time::sleep_until(measure_from).await;
+    let before = CpuSample::take(proxy_pid, upstream_pid)?;
+    let perf = match (&args.perf_dir, proxy_pid) {
+        (Some(dir), Some(pid)) => Some(start_perf(
+            dir,
+            pid,
+            target.protocol,
+            concurrency,
+            args.seconds,
+        )?),
+        _ => None,
+    };
+    tokio::time::sleep_until(end).await;
+    let after = CpuSample::take(proxy_pid, upstream_pid)?;
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for worker in workers {
+        let result = worker.await.context("a load worker panicked")?;
+        latencies.extend(result.latencies);
+        errors += result.errors;
+        if first_error.is_none() {
+            first_error = result.first_error;
+        }
+    }
+    if let Some(mut perf) = perf {
+        let _ = perf.wait();
+    }
+    latencies.sort_unstable();
+    Ok(Cell {
+        round: 0,
+        via: Via::Direct,
+        protocol: target.protocol,
+        concurrency,
+        connections,
+        requests: u64::try_from(latencies.len()).unwrap_or(u64::MAX),
+        errors,
+        first_error,
+        window: end - measure_from,
+        p50_us: percentile_us(&latencies, 50),
+        p99_us: percentile_us(&latencies, 99),
+        cpu: CpuSpent::between(before, after, setup.ticks),
+        reruns: 0,
+    })
+}
+
+/// `perf record` of the proxy for the measured window.
+pub fn start_perf(
+    dir: &std::path::Path,
+    pid: u32,
+    protocol: Protocol,
+    concurrency: usize,
+    seconds: f64,
+) -> Result<std::process::Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = match protocol {
+        Protocol::Http1 => "h1",
+        Protocol::Http2 => "h2",
+    };
+    let out = dir.join(format!("proxy-{name}-x{concurrency}.perf.data"));
+    std::process::Command::new("perf")
+        .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .args(["--", "sleep"])
+        .arg(format!("{seconds}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf (apt-get install linux-perf)")
+}
+
+/// The `percent` percentile of sorted nanoseconds, in µs.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "latencies in ns are far below 2^52"
+)]
+pub fn percentile_us(sorted: &[u64], percent: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = (sorted.len() * percent / 100).min(sorted.len() - 1);
+    sorted[index] as f64 / 1000.0
+}
