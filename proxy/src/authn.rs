@@ -287,7 +287,7 @@ impl Authenticator {
             Err(AuthnError::Token(TokenError::UnknownKid(_)) | AuthnError::KeysNotLoaded(_))
                 if Self::may_refetch(issuer) =>
             {
-                if let Err(error) = self.refetch_if_due(issuer).await {
+                if let Err(error) = Box::pin(self.refetch_if_due(issuer)).await {
                     tracing::warn!(issuer = %issuer.config.issuer, error = format!("{error:#}"), "refetching keys for an unknown kid failed");
                 }
                 Self::verify_with(issuer, token, now)

@@ -226,7 +226,8 @@ impl Proxy {
 
         // 7. Forward.
         if upgrade {
-            return self.forward_upgrade(request).await;
+            // Upgrades are rare: boxed, so normal requests' futures stay small.
+            return Box::pin(self.forward_upgrade(request)).await;
         }
         let request = request.map(upstream::boxed);
         let response = self.upstream.send(request).await.map_err(|error| {

@@ -163,9 +163,10 @@ async fn serve_connection<H, F>(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
+    // `map` wraps the handler's future without holding a second copy of it (an `async` block
+    // here doubled the per-request future, which hyper keeps per connection).
     let service = service_fn(move |request| {
-        let response = handler(request, peer);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        futures_util::FutureExt::map(handler(request, peer), Ok::<_, std::convert::Infallible>)
     });
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());

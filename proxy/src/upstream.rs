@@ -306,7 +306,8 @@ impl Upstream {
         if let Some(slot) = self.take_slot() {
             return Ok(slot);
         }
-        let connection = Arc::new(self.dial_pooled().await?);
+        // Dialling is rare; boxing it keeps every request's future small.
+        let connection = Arc::new(Box::pin(self.dial_pooled()).await?);
         connection.in_flight.fetch_add(1, Ordering::AcqRel);
         self.lock_pool().push(Arc::clone(&connection));
         Ok(StreamSlot(connection))
