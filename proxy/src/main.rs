@@ -69,7 +69,11 @@ fn init_tracing(format: &str) {
 fn run(args: ServeArgs) -> Result<()> {
     // One crypto provider for the whole process (see DEPENDENCIES.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the runtime")?;

@@ -93,6 +93,7 @@ impl Harness {
             audit_log: dir.path().join("audit.log").display().to_string(),
             upstream_max_streams: 100,
             shutdown_grace_seconds: 1,
+            worker_threads: None,
             log_format: "text".to_owned(),
         };
         let proxy = app::start(args).await.expect("infra-proxy starts");
