@@ -100,29 +100,7 @@ pub struct Upstream<'a> {
 /// Fails only when an identity value cannot be a header value (a control character), which the
 /// token verifier already refuses; the check here keeps that invariant local.
 pub fn rewrite(headers: &mut HeaderMap, upstream: &Upstream<'_>) -> Result<(), Refusal> {
-    // Names listed in Connection are hop-by-hop too.
-    let mut listed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            let token = token.trim();
-            if token.is_empty() || (upstream.upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
-                listed.push(name);
-            }
-        }
-    }
-    for name in listed {
-        headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if !upstream.upgrade {
-        headers.remove(header::UPGRADE);
-    }
+    strip_hop_by_hop(headers, upstream.upgrade);
     // Host is the upstream's, set by the client that dials it.
     headers.remove(header::HOST);
 
@@ -173,14 +151,24 @@ fn identity_value(name: &str) -> Result<HeaderValue, Refusal> {
 
 /// Strips hop-by-hop headers from a response on its way back to the client.
 pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
-    if upgrade {
-        return;
+    if !upgrade {
+        strip_hop_by_hop(headers, false);
     }
+}
+
+/// Removes the hop-by-hop headers and every name listed in `Connection`. With `upgrade`, the
+/// `Upgrade` header and `Connection`'s `upgrade` token survive (`Connection` itself is set again
+/// by the caller).
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let mut listed: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()) {
+            let token = token.trim();
+            if token.is_empty() || (upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
                 listed.push(name);
             }
         }
@@ -191,7 +179,9 @@ pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    }
 }
 
 #[cfg(test)]
