@@ -1,1 +1,28 @@
-fn main() {}
+//! `infra`: log in to an Infra server, keep the kubeconfig in step with the destinations you may
+//! reach, manage grants, users, groups, keys and providers, and serve as kubectl's credential
+//! plugin (`infra tokens`).
+//!
+//! Data goes to stdout, everything else to stderr. Exit codes: 0 success, 1 failure, 2 usage.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[allow(dead_code, reason = "step 1: the commands that use these come next")]
+mod args;
+mod commands;
+mod duration;
+#[allow(dead_code, reason = "step 1: the commands that use these come next")]
+mod ui;
+
+fn main() -> ExitCode {
+    // clap prints its own usage errors and exits with 2 (0 for --help and --version).
+    let cli = args::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            ui::report(&error);
+            ExitCode::from(ui::exit_code(&error))
+        }
+    }
+}
