@@ -12,6 +12,11 @@ use clap::Parser;
 mod args;
 mod commands;
 mod duration;
+mod files;
+#[allow(dead_code, reason = "step 2: the commands that use these come next")]
+mod kubeconfig;
+#[allow(dead_code, reason = "step 2: the commands that use these come next")]
+mod state;
 #[allow(dead_code, reason = "step 1: the commands that use these come next")]
 mod ui;
 
