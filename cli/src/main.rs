@@ -8,16 +8,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[allow(dead_code, reason = "step 1: the commands that use these come next")]
+mod api;
 mod args;
 mod commands;
 mod duration;
 mod files;
-#[allow(dead_code, reason = "step 2: the commands that use these come next")]
 mod kubeconfig;
-#[allow(dead_code, reason = "step 2: the commands that use these come next")]
+mod login;
+mod output;
 mod state;
-#[allow(dead_code, reason = "step 1: the commands that use these come next")]
+mod tls;
+mod tokens;
 mod ui;
 
 fn main() -> ExitCode {

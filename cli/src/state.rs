@@ -7,7 +7,7 @@
 //! - `tokens/`: the cached destination tokens of the credential plugin.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,8 @@ impl Home {
         Home { dir }
     }
 
-    pub fn dir(&self) -> &Path {
+    #[cfg(test)]
+    pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
 
