@@ -15,7 +15,11 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Readiness};
 use crate::audit::{Audit, Sink};
 use crate::authn::{Authenticator, IssuerConfig, KeySource};
-use crate::config::{IssuerArgs, ServeArgs};
+use crate::config::{ControlArgs, IssuerArgs, ServeArgs};
+use crate::control::crypto::RootKeySource;
+use crate::control::plane::SYSTEM_ACTOR;
+use crate::control::store::NewDestination;
+use crate::control::{ControlConfig, ControlPlane, Store, StoreConfig, api};
 use crate::metrics::Metrics;
 use crate::pipeline::Proxy;
 use crate::policy::{self, PolicyHandle, Reloader};
@@ -36,10 +40,18 @@ pub struct Running {
     pub drain: Drain,
     /// The shared request state.
     pub proxy: Arc<Proxy>,
+    /// Where the control API is, when the control plane runs in this process.
+    pub control_address: Option<SocketAddr>,
+    /// The control plane, when it runs in this process.
+    pub control: Option<Arc<ControlPlane>>,
 }
 
 /// The trusted issuers the flags describe.
-pub fn issuers(destination: &str, args: &IssuerArgs) -> Result<Vec<IssuerConfig>> {
+pub fn issuers(
+    destination: &str,
+    args: &IssuerArgs,
+    control: &ControlArgs,
+) -> Result<Vec<IssuerConfig>> {
     let mut issuers = Vec::new();
     if let Some(issuer) = &args.issuer {
         let keys = match (&args.jwks_file, &args.jwks_url) {
@@ -79,9 +91,9 @@ pub fn issuers(destination: &str, args: &IssuerArgs) -> Result<Vec<IssuerConfig>
             },
         });
     }
-    if issuers.is_empty() {
+    if issuers.is_empty() && control.control_listen.is_none() {
         bail!(
-            "no token issuer is configured: give --issuer with --jwks-file or --jwks-url, or --oidc-issuer-url with --oidc-audience"
+            "no token issuer is configured: run the control plane here (--control-listen), or give --issuer with --jwks-file or --jwks-url, or --oidc-issuer-url with --oidc-audience"
         );
     }
     Ok(issuers)
@@ -92,7 +104,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     infra_authz::policy::validate_dns_label(&args.destination)
         .map_err(|why| anyhow!("--destination {why}"))?;
-    let issuer_configs = issuers(&args.destination, &args.issuers)?;
+    let mut issuer_configs = issuers(&args.destination, &args.issuers, &args.control)?;
     let audit_sink = match args.audit_log.as_str() {
         "stdout" | "-" => Sink::Stdout,
         "off" => Sink::Off,
@@ -105,11 +117,31 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             errors.to_string().trim_end()
         )
     })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let control = match args.control.control_listen {
+        Some(listen) => Some(start_control(&args, listen, &loaded, Arc::clone(&clock)).await?),
+        None => None,
+    };
+    let grants = match &control {
+        Some(plane) => plane.grants().await?,
+        None => loaded.grants.clone(),
+    };
+    if let Some(plane) = &control {
+        issuer_configs.push(IssuerConfig {
+            issuer: plane.issuer().to_owned(),
+            audience: args.destination.clone(),
+            keys: KeySource::Control(Arc::clone(plane)),
+            mapping: ClaimMapping {
+                username_claim: "name".into(),
+                ..ClaimMapping::default()
+            },
+        });
+    }
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     let handle = Arc::new(PolicyHandle::new(
         &args.destination,
-        &loaded.grants,
+        &grants,
         RoleSet::builtin(),
     ));
     metrics.policy_generation.set(1);
@@ -150,6 +182,14 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let control_listener = match args.control.control_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the control listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
     let fingerprint = resolver.fingerprint();
@@ -160,13 +200,16 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
 
     resolver.spawn_reloader(Duration::from_secs(5));
     authn.spawn_refresher(Duration::from_secs(5));
-    Reloader::new(
+    let mut reloader = Reloader::new(
         args.policy.clone(),
         Arc::clone(&handle),
         Arc::clone(&readiness),
         Arc::clone(&metrics),
-    )
-    .spawn(Duration::from_secs(1));
+    );
+    if let Some(plane) = &control {
+        reloader = reloader.with_control(Arc::clone(plane));
+    }
+    reloader.spawn(Duration::from_secs(1));
     spawn_readiness_probes(
         Arc::clone(&upstream),
         Arc::clone(&authn),
@@ -178,7 +221,6 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         Arc::clone(&metrics),
     ));
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let proxy = Arc::new(Proxy {
         destination: args.destination.clone(),
         authn,
@@ -198,6 +240,33 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         drain.clone(),
         move |request, peer| Arc::clone(&shared).handle(request, peer),
     ));
+    let mut control_address = None;
+    if let (Some(plane), Some(control_listener)) = (&control, control_listener) {
+        control_address = Some(control_listener.local_addr()?);
+        let public_url = args
+            .control
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{address}"));
+        serve_control(
+            plane,
+            control_listener,
+            acceptor_for(&resolver)?,
+            drain.clone(),
+        );
+        spawn_control_sync(
+            Arc::clone(plane),
+            Arc::clone(&proxy.policy),
+            NewDestination {
+                name: args.destination.clone(),
+                url: public_url,
+                ca_pem: resolver.leaf_pem(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        )
+        .await?;
+        tracing::info!(address = ?control_address, "control API serving");
+    }
     tracing::info!(%address, %admin_address, destination = %args.destination, "infra-proxy serving");
     Ok(Running {
         address,
@@ -205,7 +274,181 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         fingerprint,
         drain,
         proxy,
+        control_address,
+        control,
     })
+}
+
+fn acceptor_for(resolver: &Arc<CertResolver>) -> Result<tokio_rustls::TlsAcceptor> {
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
+        tls::server_config(Arc::clone(resolver))?,
+    )))
+}
+
+/// Opens the store and starts the control plane on it.
+async fn start_control(
+    args: &ServeArgs,
+    listen: SocketAddr,
+    policy: &infra_authz::policy::Policy,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ControlPlane>> {
+    let control = &args.control;
+    if control.control_public_url.is_none() && (listen.port() == 0 || listen.ip().is_unspecified())
+    {
+        bail!(
+            "--control-listen {listen} needs --control-public-url: the URL users and proxies reach the control API at, which is also the issuer of its tokens"
+        );
+    }
+    let env_key = std::env::var_os("INFRA_ROOT_KEY").is_some();
+    let store_config = if let Some(url) = control.database.strip_prefix("sqlite:") {
+        let path = PathBuf::from(url.trim_start_matches("//"));
+        let root_key = match (&control.root_key_file, env_key) {
+            (Some(file), _) => RootKeySource::File(file.clone()),
+            (None, true) => RootKeySource::Env("INFRA_ROOT_KEY".to_owned()),
+            (None, false) => RootKeySource::File(path.with_extension("key")),
+        };
+        StoreConfig::sqlite(path, root_key)
+    } else if control.database.starts_with("postgres://")
+        || control.database.starts_with("postgresql://")
+    {
+        let root_key = match (&control.root_key_file, env_key) {
+            (Some(file), _) => RootKeySource::File(file.clone()),
+            (None, true) => RootKeySource::Env("INFRA_ROOT_KEY".to_owned()),
+            (None, false) => bail!(
+                "a PostgreSQL store needs its root key from --root-key-file or INFRA_ROOT_KEY, shared by every replica"
+            ),
+        };
+        let mut config = StoreConfig::postgres(
+            infra_authz::policy::Secret::new(control.database.clone()),
+            root_key,
+        );
+        // Replicas share a database that an administrator made; the first to start creates the
+        // schema.
+        config.initialize = true;
+        config
+    } else {
+        bail!("--database must be sqlite:PATH or a postgres:// URL");
+    };
+    let store = Store::open(&store_config)
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .context("opening the control plane's store")?;
+    let mut config = ControlConfig::new(
+        control
+            .control_public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{listen}")),
+    );
+    config.token_ttl = Duration::from_secs(control.token_ttl_seconds);
+    config.reverify_after = Duration::from_secs(control.provider_recheck_seconds);
+    config
+        .admin_password_file
+        .clone_from(&control.admin_password_file);
+    config.policy_path = Some(args.policy.clone());
+    config.redirect_uris.clone_from(&control.oidc_redirect_uris);
+    config
+        .provider_ca_file
+        .clone_from(&control.provider_ca_file);
+    let plane = ControlPlane::start(store, config, policy, clock).await?;
+    plane.spawn_rotation(Duration::from_mins(1));
+    Ok(plane)
+}
+
+/// Serves the control API on its own listener, with the proxy's certificate.
+fn serve_control(
+    plane: &Arc<ControlPlane>,
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    drain: Drain,
+) {
+    let router = api::router(Arc::clone(plane));
+    tokio::spawn(server::serve(
+        listener,
+        acceptor,
+        Limits::default(),
+        drain,
+        move |request: http::Request<hyper::body::Incoming>, _peer| {
+            let router = router.clone();
+            async move { control_response(router, request).await }
+        },
+    ));
+}
+
+async fn control_response(
+    router: axum::Router,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<upstream::Body> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let response = match router.oneshot(request.map(axum::body::Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    // Control answers are small JSON documents: collect them, so the body type matches the
+    // proxy's.
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            tracing::warn!(%error, "control API response body failed");
+            bytes::Bytes::new()
+        }
+    };
+    http::Response::from_parts(
+        parts,
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}
+
+/// Keeps the proxy's grants in step with the control plane, registers this destination, and
+/// heartbeats it.
+async fn spawn_control_sync(
+    plane: Arc<ControlPlane>,
+    handle: Arc<PolicyHandle>,
+    destination: NewDestination,
+) -> Result<()> {
+    let now = plane.now();
+    plane
+        .store()
+        .put_destination(SYSTEM_ACTOR, &destination, now)
+        .await
+        .context("registering this destination")?;
+    let mut changes = plane.subscribe();
+    let publisher = Arc::clone(&plane);
+    tokio::spawn(async move {
+        loop {
+            match publisher.grants().await {
+                Ok(grants) => {
+                    let generation = handle.replace(&grants);
+                    tracing::debug!(generation, "grants from the control plane in force");
+                }
+                Err(error) => tracing::error!(%error, "reading grants from the store failed"),
+            }
+            // A grant that expires must stop counting even without a change: re-read each
+            // 10 s as well (the decision cache already treats expired grants as gone).
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = plane
+                .store()
+                .touch_destination(&destination.name, &destination.version, plane.now())
+                .await
+            {
+                tracing::warn!(%error, "destination heartbeat failed");
+            }
+        }
+    });
+    Ok(())
 }
 
 fn spawn_readiness_probes(

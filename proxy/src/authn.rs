@@ -24,6 +24,7 @@ use infra_authz::token::{
     ClaimMapping, Jwk, Jwks, TokenCache, TokenCacheConfig, TokenError, Verifier,
 };
 
+use crate::control::ControlPlane;
 use crate::metrics::Metrics;
 
 /// The least time between two key fetches of one issuer, when tokens name unknown keys.
@@ -38,6 +39,8 @@ pub enum KeySource {
     Url(String),
     /// OpenID Connect discovery of this issuer URL.
     Discovery(String),
+    /// The control plane in this process.
+    Control(Arc<ControlPlane>),
 }
 
 /// One trusted issuer.
@@ -135,7 +138,12 @@ impl Authenticator {
         for issuer in &this.issuers {
             match this.refresh(issuer).await {
                 Ok(()) => {}
-                Err(error) if matches!(issuer.config.keys, KeySource::File(_)) => {
+                Err(error)
+                    if matches!(
+                        issuer.config.keys,
+                        KeySource::File(_) | KeySource::Control(_)
+                    ) =>
+                {
                     return Err(error);
                 }
                 Err(error) => {
@@ -168,8 +176,10 @@ impl Authenticator {
             loop {
                 tick.tick().await;
                 for issuer in &this.issuers {
-                    let due = matches!(issuer.config.keys, KeySource::File(_))
-                        || issuer.verifier.load().is_none();
+                    let due = matches!(
+                        issuer.config.keys,
+                        KeySource::File(_) | KeySource::Control(_)
+                    ) || issuer.verifier.load().is_none();
                     if due && let Err(error) = this.refresh(issuer).await {
                         tracing::warn!(issuer = %issuer.config.issuer, error = format!("{error:#}"), "cannot refresh the issuer's keys");
                     }
@@ -184,6 +194,7 @@ impl Authenticator {
                 .await
                 .with_context(|| format!("reading JWKS file {}", path.display()))?,
             KeySource::Url(url) => self.get_text(url).await?,
+            KeySource::Control(plane) => return Ok(plane.jwks()),
             KeySource::Discovery(base) => {
                 let url = format!(
                     "{}/.well-known/openid-configuration",

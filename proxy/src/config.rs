@@ -81,6 +81,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub issuers: IssuerArgs,
 
+    #[command(flatten)]
+    pub control: ControlArgs,
+
     /// Where to write the audit log: `stdout`, `off`, or a file path.
     #[arg(long, env = "INFRA_AUDIT_LOG", default_value = "stdout")]
     pub audit_log: String,
@@ -101,6 +104,68 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "INFRA_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// The embedded control plane: login, users, groups, grants, tokens. Enabled by
+/// `--control-listen`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ControlArgs {
+    /// Serve the control API (what the `infra` CLI talks to) on this address, and run the control
+    /// plane in this process. Its tokens are then trusted without any --issuer.
+    #[arg(long, env = "INFRA_CONTROL_LISTEN")]
+    pub control_listen: Option<SocketAddr>,
+
+    /// The control plane's database: `sqlite:PATH` (one file, the default) or
+    /// `postgres://USER:PASSWORD@HOST/DB` (several control replicas).
+    #[arg(
+        long,
+        env = "INFRA_DATABASE",
+        default_value = "sqlite:infra.db",
+        hide_env_values = true
+    )]
+    pub database: String,
+
+    /// File holding the root key that encrypts secrets at rest (created, mode 0600, on first
+    /// start). Alternatively put the key in `INFRA_ROOT_KEY` (base64). Default: `infra.key` next
+    /// to an SQLite database.
+    #[arg(long, env = "INFRA_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+
+    /// On a first start, give the bootstrap user `admin` the password in this file instead of a
+    /// random one printed once.
+    #[arg(long, env = "INFRA_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+
+    /// The control API's URL as users and proxies reach it; also the issuer of its tokens.
+    /// Default: `https://` and --control-listen.
+    #[arg(long, env = "INFRA_CONTROL_PUBLIC_URL")]
+    pub control_public_url: Option<String>,
+
+    /// This proxy's URL as users reach it, registered for the kubeconfig the CLI writes.
+    /// Default: `https://` and --listen.
+    #[arg(long, env = "INFRA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// How long the tokens the control plane issues are valid, in seconds.
+    #[arg(long, env = "INFRA_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub token_ttl_seconds: u64,
+
+    /// How long a provider's word about a user holds, in seconds, before the next token makes
+    /// the control plane ask the provider again.
+    #[arg(long, env = "INFRA_PROVIDER_RECHECK", default_value_t = 900)]
+    pub provider_recheck_seconds: u64,
+
+    /// Extra CA certificates (PEM) to trust for identity providers.
+    #[arg(long, env = "INFRA_PROVIDER_CA_FILE")]
+    pub provider_ca_file: Option<PathBuf>,
+
+    /// A redirect URI (exact) OIDC logins may use besides loopback ones. Repeatable.
+    #[arg(
+        long = "oidc-redirect-uri",
+        env = "INFRA_OIDC_REDIRECT_URIS",
+        value_delimiter = ','
+    )]
+    pub oidc_redirect_uris: Vec<String>,
 }
 
 /// Which token issuers are trusted. At least one is required.

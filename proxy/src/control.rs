@@ -7,10 +7,18 @@
 //! - [`crypto`]: encryption at rest (AES-256-GCM) under the root key.
 //! - [`passwords`]: Argon2id hashes for local users, the password policy, equal-time refusals.
 //! - [`keys`]: access keys `<id>.<secret>`, stored as the SHA-256 of the secret.
+//! - [`plane`]: the control plane itself: token signing and key rotation, the bootstrap admin,
+//!   the policy file's ownership of what it declares.
+//! - [`oidc`]: login through OpenID Connect providers, and re-verification.
+//! - [`api`]: the HTTP API the CLI talks to.
 
+pub mod api;
 pub mod crypto;
 pub mod keys;
+pub mod oidc;
 pub mod passwords;
+pub mod plane;
 pub mod store;
 
+pub use plane::{ControlConfig, ControlPlane};
 pub use store::{Store, StoreConfig, StoreError};

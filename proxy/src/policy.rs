@@ -16,6 +16,7 @@ use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
 use infra_authz::rbac::RoleSet;
 
 use crate::admin::Readiness;
+use crate::control::ControlPlane;
 use crate::metrics::Metrics;
 
 /// The current policy of one destination.
@@ -99,6 +100,9 @@ pub struct Reloader {
     handle: Arc<PolicyHandle>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    /// With a control plane in the process, the file goes to it (it owns what the file declares
+    /// and publishes the grants); without, its grants go straight to the handle.
+    control: Option<Arc<ControlPlane>>,
 }
 
 impl Reloader {
@@ -114,15 +118,39 @@ impl Reloader {
             handle,
             readiness,
             metrics,
+            control: None,
         }
+    }
+
+    /// Sends the file to the control plane instead of straight to the handle.
+    #[must_use]
+    pub fn with_control(mut self, control: Arc<ControlPlane>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Loads the file now; on success puts it in force, on failure keeps the old policy and
     /// reports the error. Returns whether the new policy is in force.
-    pub fn reload(&self) -> bool {
-        match load(&self.path) {
+    pub async fn reload(&self) -> bool {
+        let loaded = match load(&self.path) {
+            Ok(policy) => match &self.control {
+                Some(control) => control
+                    .apply_policy_file(&policy)
+                    .await
+                    .map(|()| policy)
+                    .map_err(|error| format!("{error:#}")),
+                None => Ok(policy),
+            },
+            Err(errors) => Err(errors.to_string()),
+        };
+        match loaded {
             Ok(policy) => {
-                let generation = self.handle.replace(&policy.grants);
+                let generation = if self.control.is_some() {
+                    // The control plane's change notice brings the grants to the handle.
+                    self.handle.generation()
+                } else {
+                    self.handle.replace(&policy.grants)
+                };
                 self.metrics
                     .policy_generation
                     .set(i64::try_from(generation).unwrap_or(i64::MAX));
@@ -135,9 +163,8 @@ impl Reloader {
                 );
                 true
             }
-            Err(errors) => {
+            Err(text) => {
                 self.metrics.policy_reload_failures.inc();
-                let text = errors.to_string();
                 self.readiness.warn(
                     "policy",
                     Some(format!(
@@ -167,7 +194,7 @@ impl Reloader {
                 let now = stamp(&self.path);
                 if now != last {
                     last = now;
-                    self.reload();
+                    self.reload().await;
                 }
             }
         });

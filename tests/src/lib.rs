@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod control;
 pub mod kubectl;
 pub mod oidc;
 pub mod proxy;

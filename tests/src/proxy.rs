@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use infra_authz::token::{Issuer, Jwks, SigningAlgorithm, SigningKey, TokenRequest};
 use infra_proxy::app::{self, Running};
-use infra_proxy::config::{IssuerArgs, ServeArgs};
+use infra_proxy::config::{ControlArgs, IssuerArgs, ServeArgs};
 
 use crate::apiserver::StandIn;
 use crate::certs::{self, Ca};
@@ -90,6 +90,7 @@ impl Harness {
                 jwks_file: Some(jwks_file),
                 ..IssuerArgs::default()
             }),
+            control: ControlArgs::default(),
             audit_log: dir.path().join("audit.log").display().to_string(),
             upstream_max_streams: 100,
             shutdown_grace_seconds: 1,

@@ -23,6 +23,7 @@
 
 pub mod open;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -1113,6 +1114,24 @@ impl Store {
         )
         .await?;
         Ok(self.get_user(name).await?)
+    }
+
+    /// Whether `password` is `name`'s password (no lockout counting: for the policy file's
+    /// reconcile, not for logins).
+    pub async fn password_matches(
+        &self,
+        name: &str,
+        password: &Secret,
+    ) -> Result<bool, StoreError> {
+        let stored = self.password_hash(name).await?;
+        Ok(matches!(
+            self.passwords
+                .verify(password, stored.as_ref().map(|(_, h)| h.as_str()))
+                .await,
+            Verification::Match {
+                needs_rehash: false
+            }
+        ))
     }
 
     /// When the lock on logins as `name` lifts, if it is locked at `now`.
@@ -2521,6 +2540,62 @@ impl Store {
             .iter()
             .map(|r| audit_from(r))
             .collect()
+        })
+    }
+}
+
+impl Store {
+    /// The names `owner` manages (see the `managed` table).
+    pub async fn managed(&self, owner: &str) -> Result<BTreeSet<String>, StoreError> {
+        with_db!(self, |pool, _begin| {
+            sqlx::query("SELECT name FROM managed WHERE owner = $1")
+                .bind(owner)
+                .fetch_all(pool)
+                .await
+                .op("list what is managed")?
+                .iter()
+                .map(|r| r.text("name"))
+                .collect()
+        })
+    }
+
+    /// Whether `owner` manages `name`.
+    pub async fn is_managed(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        with_db!(self, |pool, _begin| {
+            Ok(
+                sqlx::query("SELECT 1 AS one FROM managed WHERE owner = $1 AND name = $2")
+                    .bind(owner)
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+                    .op("look up what is managed")?
+                    .is_some(),
+            )
+        })
+    }
+
+    /// Records that `owner` manages exactly `names`.
+    pub async fn set_managed(
+        &self,
+        owner: &str,
+        names: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        with_db!(self, |pool, begin| {
+            let mut tx = pool.begin_with(begin).await.op("begin a transaction")?;
+            sqlx::query("DELETE FROM managed WHERE owner = $1")
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .op("record what is managed")?;
+            for name in names {
+                sqlx::query("INSERT INTO managed (owner, name) VALUES ($1, $2)")
+                    .bind(owner)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .op("record what is managed")?;
+            }
+            tx.commit().await.op("commit")
         })
     }
 }

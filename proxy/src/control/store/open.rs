@@ -246,22 +246,47 @@ impl Contents {
     }
 }
 
-fn migrator(sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+fn migrator(steps: [(&'static str, &'static str); 2]) -> Migrator {
+    Migrator::with_migrations(
+        (1..)
+            .zip(steps)
+            .map(|(version, (name, sql))| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 fn sqlite_migrator() -> Migrator {
-    migrator(include_str!("../../../migrations/sqlite/0001_init.sql"))
+    migrator([
+        (
+            "init",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            "managed",
+            include_str!("../../../migrations/sqlite/0002_managed.sql"),
+        ),
+    ])
 }
 
 fn postgres_migrator() -> Migrator {
-    migrator(include_str!("../../../migrations/postgres/0001_init.sql"))
+    migrator([
+        (
+            "init",
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            "managed",
+            include_str!("../../../migrations/postgres/0002_managed.sql"),
+        ),
+    ])
 }
 
 /// What a start knows while it opens the store.

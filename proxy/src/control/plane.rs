@@ -1,0 +1,623 @@
+//! The control plane: the store, the token signer with its key rotation, the bootstrap admin, and
+//! the policy file's ownership of what it declares. The HTTP API ([`super::api`]) is a thin layer
+//! over this.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use arc_swap::ArcSwap;
+use infra_authz::clock::Clock;
+use infra_authz::policy::{Grant, Policy, Resource, Secret, Subject};
+use infra_authz::token::{
+    IssuedToken, Issuer, Jwks, SigningAlgorithm, SigningKey as TokenKey, TokenRequest,
+};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use tokio::sync::watch;
+
+use super::crypto::SecretBytes;
+use super::oidc::OidcLogins;
+use super::store::{NewAccessKey, NewSigningKey, StoreError, User};
+use super::{Store, passwords};
+
+/// The actor name the policy file's changes are recorded under.
+pub const FILE_ACTOR: &str = "policy-file";
+/// The actor name of the control plane's own changes.
+pub const SYSTEM_ACTOR: &str = "infra";
+/// The name of the user a first start creates.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// How the control plane behaves.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The issuer name its tokens carry (`iss`): the control API's URL.
+    pub issuer: String,
+    /// How long an issued token is valid.
+    pub token_ttl: Duration,
+    /// How often the signing key is replaced.
+    pub rotate_every: Duration,
+    /// How long a new key is published before it signs, so every verifier knows it first.
+    pub publish_lead: Duration,
+    /// How old a provider user's last check may be before a token is issued without asking the
+    /// provider again.
+    pub reverify_after: Duration,
+    /// The bootstrap admin's password, read from this file instead of made up.
+    pub admin_password_file: Option<PathBuf>,
+    /// Where the policy file is, for messages about what it owns.
+    pub policy_path: Option<PathBuf>,
+    /// Redirect URIs (exact) that OIDC logins may use besides loopback ones.
+    pub redirect_uris: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for identity providers, besides the system roots.
+    pub provider_ca_file: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    /// The defaults for an issuer URL.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            token_ttl: Duration::from_mins(5),
+            rotate_every: Duration::from_hours(24),
+            publish_lead: Duration::from_mins(10),
+            reverify_after: Duration::from_mins(15),
+            admin_password_file: None,
+            policy_path: None,
+            redirect_uris: Vec::new(),
+            provider_ca_file: None,
+        }
+    }
+}
+
+/// The keys in force: the one that signs, and every one that is published.
+#[derive(Debug)]
+struct Keys {
+    issuer: Issuer,
+    jwks: Jwks,
+    jwks_json: String,
+}
+
+/// The kinds of objects the policy file owns, as owners in the store's `managed` table.
+pub mod owned {
+    /// Users.
+    pub const USER: &str = "file:user";
+    /// Groups.
+    pub const GROUP: &str = "file:group";
+    /// Group memberships, `group\nuser`.
+    pub const MEMBER: &str = "file:member";
+    /// Grants, by [`super::grant_key`].
+    pub const GRANT: &str = "file:grant";
+    /// Identity providers.
+    pub const PROVIDER: &str = "file:provider";
+
+    /// The memberships `provider` reported for `user` at their last login or check.
+    pub fn idp_groups(provider: &str, user: &str) -> String {
+        format!("idp:{provider}:{user}")
+    }
+}
+
+/// The identity key of a grant: subject, role and resource (not the expiry).
+pub fn grant_key(grant: &Grant) -> String {
+    let (kind, name) = match &grant.subject {
+        Subject::User(name) => ("user", name),
+        Subject::Group(name) => ("group", name),
+    };
+    format!("{kind}:{name}\n{}\n{}", grant.role, grant.resource)
+}
+
+/// The control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    store: Store,
+    config: ControlConfig,
+    keys: ArcSwap<Keys>,
+    changes: watch::Sender<u64>,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+    /// Logins in flight at identity providers.
+    pub oidc: OidcLogins,
+}
+
+impl ControlPlane {
+    /// Starts the control plane on an opened store: the first signing key, the bootstrap admin,
+    /// and the policy file's objects.
+    pub async fn start(
+        store: Store,
+        config: ControlConfig,
+        policy: &Policy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>> {
+        let now = clock.now();
+        let keys = load_keys(&store, &config, now, true).await?;
+        let (changes, _) = watch::channel(0);
+        let oidc = OidcLogins::new(&config)?;
+        let plane = Arc::new(Self {
+            store,
+            config,
+            keys: ArcSwap::from_pointee(keys),
+            changes,
+            clock,
+            rng: SystemRandom::new(),
+            oidc,
+        });
+        plane.apply_policy_file(policy).await?;
+        plane.bootstrap(policy).await?;
+        Ok(plane)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControlConfig {
+        &self.config
+    }
+
+    /// The clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The issuer name (`iss`) of its tokens.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// The published public keys.
+    pub fn jwks(&self) -> Jwks {
+        self.keys.load().jwks.clone()
+    }
+
+    /// The published public keys as JSON.
+    pub fn jwks_json(&self) -> String {
+        self.keys.load().jwks_json.clone()
+    }
+
+    /// A receiver that sees a new number whenever grants, memberships or users change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells subscribers that policy changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The grants in force at `now` (the file's and the API's).
+    pub async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self
+            .store
+            .list_grants(self.now())
+            .await?
+            .into_iter()
+            .map(|g| g.grant)
+            .collect())
+    }
+
+    /// Issues a token for `user` at `destination`, with the user's current groups.
+    pub async fn issue_token(&self, user: &User, destination: &str) -> Result<IssuedToken> {
+        let groups = self.store.groups_of(&user.name).await?;
+        let keys = self.keys.load();
+        keys.issuer
+            .issue(
+                &TokenRequest {
+                    user_id: &user.id.to_string(),
+                    name: &user.name,
+                    groups: &groups,
+                    audience: destination,
+                    ttl: self.config.token_ttl,
+                },
+                self.now(),
+            )
+            .map_err(|e| anyhow!("issuing a token: {e}"))
+    }
+
+    /// Makes a new session key for `user`.
+    pub async fn new_session(&self, user: &str) -> Result<(super::store::AccessKey, Secret)> {
+        let now = self.now();
+        Ok(self
+            .store
+            .create_access_key(user, user, &NewAccessKey::session(now), now)
+            .await?)
+    }
+
+    /// One step of key rotation: adds a key when the newest is due, moves signing to the newest
+    /// key published for long enough, retires the others, and deletes retired keys whose last
+    /// token has expired. Returns whether the published set changed.
+    pub async fn rotate_keys(&self) -> Result<bool> {
+        let now = self.now();
+        let stored = self.store.signing_keys().await?;
+        let newest = stored.iter().map(|k| k.created_at).max();
+        if newest
+            .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= self.config.rotate_every)
+        {
+            add_key(&self.store, now).await?;
+        }
+        let before = self.keys.load().jwks_json.clone();
+        let keys = load_keys(&self.store, &self.config, now, false).await?;
+        let changed = keys.jwks_json != before;
+        self.keys.store(Arc::new(keys));
+        Ok(changed)
+    }
+
+    /// Runs key rotation every `every`.
+    pub fn spawn_rotation(self: &Arc<Self>, every: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match this.rotate_keys().await {
+                    Ok(true) => tracing::info!("token signing keys rotated"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "token key rotation failed");
+                    }
+                }
+                match this.store.purge_expired(this.now()).await {
+                    Ok(purged) if purged.grants > 0 => this.changed(),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error, "purging expired grants and keys failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Creates `admin` with `admin` on `infra` on a first start, when the policy file declares
+    /// no users. The password comes from the configured file, or is made up and printed once.
+    async fn bootstrap(&self, policy: &Policy) -> Result<()> {
+        if !self.store.created() || !policy.users.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let (password, made_up) = match &self.config.admin_password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading the admin password file {}", path.display())
+                })?;
+                (Secret::new(text.trim_end_matches(['\r', '\n'])), false)
+            }
+            None => (Secret::new(random_password(&self.rng)?), true),
+        };
+        passwords::check_policy(password.expose(), BOOTSTRAP_ADMIN)
+            .map_err(|e| anyhow!("the admin password is refused: {e}"))?;
+        self.store
+            .create_user(SYSTEM_ACTOR, BOOTSTRAP_ADMIN, now)
+            .await?;
+        self.store
+            .set_password(SYSTEM_ACTOR, BOOTSTRAP_ADMIN, &password, now)
+            .await?;
+        self.store
+            .create_grant(
+                SYSTEM_ACTOR,
+                &Grant {
+                    subject: Subject::User(BOOTSTRAP_ADMIN.to_owned()),
+                    role: "admin".to_owned(),
+                    resource: Resource::destination(infra_authz::policy::CONTROL_RESOURCE),
+                    expires_at: None,
+                },
+                now,
+            )
+            .await?;
+        if made_up {
+            // Printed once, to the terminal that started Infra; never logged.
+            eprintln!(
+                "infra: created user {BOOTSTRAP_ADMIN:?} with admin access to Infra. Its password, shown only this once:\n\n    {}\n",
+                password.expose()
+            );
+        } else {
+            eprintln!(
+                "infra: created user {BOOTSTRAP_ADMIN:?} with admin access to Infra, with the password from the admin password file"
+            );
+        }
+        tracing::info!(user = BOOTSTRAP_ADMIN, "bootstrap admin created");
+        Ok(())
+    }
+
+    /// Makes the store hold what the policy file declares (grants, providers, users, groups and
+    /// memberships), and removes what the file declared before but no longer does.
+    pub async fn apply_policy_file(&self, policy: &Policy) -> Result<()> {
+        let now = self.now();
+        let store = &self.store;
+
+        // Users.
+        let mut users = BTreeSet::new();
+        for user in &policy.users {
+            users.insert(user.name.clone());
+            match store.create_user(FILE_ACTOR, &user.name, now).await {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(password) = &user.password
+                && !store.password_matches(&user.name, password).await?
+            {
+                store
+                    .set_password(FILE_ACTOR, &user.name, password, now)
+                    .await
+                    .with_context(|| format!("setting the password of user {:?}", user.name))?;
+            }
+            if let Some(key) = &user.access_key {
+                let new = NewAccessKey {
+                    name: "policy-file".to_owned(),
+                    kind: super::store::KeyKind::Api,
+                    expires_at: None,
+                    inactivity_timeout: None,
+                };
+                match store
+                    .import_access_key(FILE_ACTOR, &user.name, key, &new, now)
+                    .await
+                {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e)
+                            .context(format!("importing the access key of user {:?}", user.name)));
+                    }
+                }
+            }
+        }
+
+        // Groups and members.
+        let mut groups = BTreeSet::new();
+        let mut members = BTreeSet::new();
+        for group in &policy.groups {
+            groups.insert(group.name.clone());
+            match store.create_group(FILE_ACTOR, &group.name, now).await {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for member in &group.members {
+                match store.create_user(FILE_ACTOR, member, now).await {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                store
+                    .add_member(FILE_ACTOR, &group.name, member, now)
+                    .await?;
+                members.insert(format!("{}\n{member}", group.name));
+            }
+        }
+
+        // Providers.
+        let mut providers = BTreeSet::new();
+        for provider in &policy.providers {
+            providers.insert(provider.name.clone());
+            match store.get_provider(&provider.name).await {
+                Ok(stored) if stored.provider == *provider => {}
+                Ok(stored) => {
+                    store
+                        .update_provider(FILE_ACTOR, provider, stored.revision, now)
+                        .await?;
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    store.create_provider(FILE_ACTOR, provider, now).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Grants.
+        let mut grants = BTreeSet::new();
+        for grant in &policy.grants {
+            grants.insert(grant_key(grant));
+            match store
+                .find_grant(&grant.subject, &grant.role, &grant.resource)
+                .await?
+            {
+                Some(stored) if stored.grant.expires_at == grant.expires_at => {}
+                Some(stored) => {
+                    store
+                        .update_grant_expiry(
+                            FILE_ACTOR,
+                            stored.id,
+                            stored.revision,
+                            grant.expires_at,
+                            now,
+                        )
+                        .await?;
+                }
+                None => match store.create_grant(FILE_ACTOR, grant, now).await {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+
+        // What the file declared before and no longer does goes away.
+        for key in store.managed(owned::GRANT).await?.difference(&grants) {
+            if let Some(grant) = parse_grant_key(key) {
+                match store.revoke_grant(FILE_ACTOR, &grant, now).await {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for key in store.managed(owned::MEMBER).await?.difference(&members) {
+            if let Some((group, user)) = key.split_once('\n') {
+                match store.remove_member(FILE_ACTOR, group, user, now).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for name in store.managed(owned::GROUP).await?.difference(&groups) {
+            match store.delete_group(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for name in store.managed(owned::USER).await?.difference(&users) {
+            match store.delete_user(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for name in store.managed(owned::PROVIDER).await?.difference(&providers) {
+            match store.delete_provider(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        store.set_managed(owned::USER, &users).await?;
+        store.set_managed(owned::GROUP, &groups).await?;
+        store.set_managed(owned::MEMBER, &members).await?;
+        store.set_managed(owned::PROVIDER, &providers).await?;
+        store.set_managed(owned::GRANT, &grants).await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Refuses a change to an object the policy file owns, saying where to change it.
+    pub async fn refuse_file_owned(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<(), String> {
+        match self.store.is_managed(kind, name).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(match &self.config.policy_path {
+                Some(path) => format!(
+                    "{what} is declared in the policy file {}; change it there",
+                    path.display()
+                ),
+                None => format!("{what} is declared in the policy file; change it there"),
+            }),
+            Err(e) => Err(format!(
+                "cannot check whether the policy file owns {what}: {e}"
+            )),
+        }
+    }
+}
+
+/// The grant a [`grant_key`] names (without expiry).
+fn parse_grant_key(key: &str) -> Option<Grant> {
+    let mut lines = key.split('\n');
+    let subject = lines.next()?;
+    let role = lines.next()?;
+    let resource = lines.next()?;
+    let subject = match subject.split_once(':')? {
+        ("user", name) => Subject::User(name.to_owned()),
+        ("group", name) => Subject::Group(name.to_owned()),
+        _ => return None,
+    };
+    Some(Grant {
+        subject,
+        role: role.to_owned(),
+        resource: resource.parse::<Resource>().ok()?,
+        expires_at: None,
+    })
+}
+
+/// A password of 24 characters from a 62-letter alphabet (about 143 bits).
+fn random_password(rng: &SystemRandom) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(24);
+    while out.len() < 24 {
+        let mut byte = [0u8; 1];
+        rng.fill(&mut byte)
+            .map_err(|_| anyhow!("the system random number generator failed"))?;
+        // 248 = 4 * 62: rejecting the rest keeps the choice uniform.
+        if byte[0] < 248 {
+            out.push(char::from(ALPHABET[usize::from(byte[0] % 62)]));
+        }
+    }
+    Ok(out)
+}
+
+async fn add_key(store: &Store, now: SystemTime) -> Result<()> {
+    let key = TokenKey::generate(SigningAlgorithm::EdDsa)
+        .map_err(|e| anyhow!("generating a token signing key: {e}"))?;
+    let public = serde_json::to_vec(key.public_jwk()).context("encoding a public key")?;
+    store
+        .add_signing_key(
+            SYSTEM_ACTOR,
+            &NewSigningKey {
+                kid: key.kid().to_owned(),
+                algorithm: key
+                    .public_jwk()
+                    .alg
+                    .clone()
+                    .unwrap_or_else(|| "EdDSA".to_owned()),
+                public_key: public,
+                private_key: SecretBytes::new(key.pkcs8().expose().to_vec()),
+            },
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Loads the stored keys and decides which signs: the newest one published for at least the
+/// lead time (or, on a first start, the only one). Older keys are retired; retired keys whose
+/// tokens have all expired are deleted.
+async fn load_keys(
+    store: &Store,
+    config: &ControlConfig,
+    now: SystemTime,
+    first_start: bool,
+) -> Result<Keys> {
+    let mut stored = store.signing_keys().await?;
+    if stored.is_empty() {
+        add_key(store, now).await?;
+        stored = store.signing_keys().await?;
+    }
+    stored.sort_by_key(|k| k.created_at);
+    let age = |at: SystemTime| now.duration_since(at).unwrap_or_default();
+    let ready: Vec<_> = stored
+        .iter()
+        .filter(|k| k.retired_at.is_none() && age(k.created_at) >= config.publish_lead)
+        .collect();
+    let signer = match ready.last() {
+        Some(k) => *k,
+        // Nothing published long enough (a first start): the newest key that is not retired.
+        None => stored
+            .iter()
+            .rev()
+            .find(|k| k.retired_at.is_none())
+            .or(stored.last())
+            .ok_or_else(|| anyhow!("no token signing key"))?,
+    };
+    let signer_kid = signer.kid.clone();
+    let signer_created = signer.created_at;
+    let mut published = Vec::new();
+    for key in &stored {
+        let older = key.created_at < signer_created;
+        if key.kid != signer_kid && older && key.retired_at.is_none() {
+            store
+                .retire_signing_key(SYSTEM_ACTOR, &key.kid, now)
+                .await?;
+        }
+        let retired_long_ago = key
+            .retired_at
+            .is_some_and(|at| age(at) > config.token_ttl + Duration::from_mins(1));
+        if retired_long_ago && !first_start {
+            store
+                .delete_signing_key(SYSTEM_ACTOR, &key.kid, now)
+                .await?;
+            continue;
+        }
+        let parsed = TokenKey::from_pkcs8_der(key.private_key.expose())
+            .map_err(|e| anyhow!("the stored signing key {}: {e}", key.kid))?;
+        published.push(parsed);
+    }
+    let jwks = Jwks::from_signing_keys(published.iter());
+    let jwks_json = jwks.to_json();
+    let signing = published
+        .into_iter()
+        .find(|k| k.kid() == signer_kid)
+        .ok_or_else(|| anyhow!("the signing key {signer_kid} is not loadable"))?;
+    let issuer = Issuer::new(config.issuer.clone(), signing)
+        .map_err(|e| anyhow!("the token issuer: {e}"))?;
+    Ok(Keys {
+        issuer,
+        jwks,
+        jwks_json,
+    })
+}

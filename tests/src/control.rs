@@ -1,0 +1,223 @@
+//! infra-proxy with its embedded control plane (SQLite in a temporary folder), in front of the
+//! stand-in apiserver: what `scripts/run` starts, for tests of the control API, the CLI and
+//! sync.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use infra_proxy::app::{self, Running};
+use infra_proxy::config::{ControlArgs, IssuerArgs, ServeArgs};
+use serde_json::Value;
+
+use crate::apiserver::StandIn;
+use crate::certs::{self, Ca};
+use crate::kubectl::{Credentials, Kubectl};
+use crate::proxy::{DESTINATION, UPSTREAM_TOKEN};
+
+/// The bootstrap admin's password in every control harness.
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple-42";
+
+/// How a control harness starts.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Trust these identity providers' CA (PEM file).
+    pub provider_ca_file: Option<PathBuf>,
+    /// Token lifetime in seconds (default 300).
+    pub token_ttl_seconds: Option<u64>,
+    /// Provider re-check interval in seconds (default 900).
+    pub provider_recheck_seconds: Option<u64>,
+}
+
+/// A loopback address with a port that was free a moment ago. The control API's address is
+/// also its tokens' issuer, so it must be known before it starts.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A stand-in apiserver and infra-proxy with the control plane in the same process.
+#[derive(Debug)]
+pub struct ControlHarness {
+    /// Files of this run (database, root key, kubeconfig, policy, audit log).
+    pub dir: tempfile::TempDir,
+    /// The stand-in apiserver.
+    pub standin: StandIn,
+    /// The running proxy and control plane.
+    pub proxy: Running,
+    /// The CA of the serving certificate (proxy and control API).
+    pub ca: Ca,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// An HTTP client that trusts the CA.
+    pub http: reqwest::Client,
+}
+
+impl ControlHarness {
+    /// Starts with `policy` and the default options.
+    pub async fn start(policy: &str) -> Self {
+        Self::start_with(policy, Options::default()).await
+    }
+
+    /// Starts with `policy` and `options`.
+    pub async fn start_with(policy: &str, options: Options) -> Self {
+        certs::init_crypto();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let standin = StandIn::builder()
+            .bearer_token(UPSTREAM_TOKEN)
+            .start()
+            .await;
+        let upstream_kubeconfig = Kubectl::new(
+            &standin.url(),
+            standin.ca_pem(),
+            &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
+        );
+        let kubeconfig = dir.path().join("upstream-kubeconfig");
+        std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+        let ca = Ca::new("infra test CA");
+        let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
+        let policy_path = dir.path().join("policy.yaml");
+        std::fs::write(&policy_path, policy).expect("write policy");
+        let password_file = dir.path().join("admin-password");
+        std::fs::write(&password_file, ADMIN_PASSWORD).expect("write admin password");
+
+        let args = ServeArgs {
+            destination: DESTINATION.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls_cert: Some(cert),
+            tls_key: Some(cert_key),
+            admin_listen: "127.0.0.1:0".parse().expect("addr"),
+            policy: policy_path.clone(),
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            issuers: IssuerArgs::default(),
+            control: ControlArgs {
+                control_listen: Some(free_port()),
+                database: format!("sqlite:{}", dir.path().join("infra.db").display()),
+                root_key_file: None,
+                admin_password_file: Some(password_file),
+                control_public_url: None,
+                public_url: None,
+                token_ttl_seconds: options.token_ttl_seconds.unwrap_or(300),
+                provider_recheck_seconds: options.provider_recheck_seconds.unwrap_or(900),
+                provider_ca_file: options.provider_ca_file,
+                oidc_redirect_uris: Vec::new(),
+            },
+            audit_log: dir.path().join("audit.log").display().to_string(),
+            upstream_max_streams: 100,
+            shutdown_grace_seconds: 1,
+            worker_threads: None,
+            log_format: "text".to_owned(),
+        };
+        let proxy = app::start(args).await.expect("infra-proxy starts");
+        let http = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA"),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        Self {
+            dir,
+            standin,
+            proxy,
+            ca,
+            policy: policy_path,
+            http,
+        }
+    }
+
+    /// The control API's URL.
+    pub fn control_url(&self) -> String {
+        format!(
+            "https://{}",
+            self.proxy.control_address.expect("control listener")
+        )
+    }
+
+    /// The proxy's URL.
+    pub fn proxy_url(&self) -> String {
+        format!("https://{}", self.proxy.address)
+    }
+
+    /// Calls the control API: `method` `path` with `key` as bearer and `body` as JSON. Answers
+    /// the status and the JSON body (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.control_url()));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("control API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// Logs in with a password; answers the session key.
+    pub async fn login(&self, name: &str, password: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/login",
+                None,
+                Some(serde_json::json!({"password": {"name": name, "password": password}})),
+            )
+            .await;
+        assert_eq!(status, 200, "login of {name}: {body}");
+        body["access_key"].as_str().expect("access_key").to_owned()
+    }
+
+    /// The bootstrap admin's session key.
+    pub async fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// A token for this destination, traded for `key`.
+    pub async fn token(&self, key: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/tokens",
+                Some(key),
+                Some(serde_json::json!({"destination": DESTINATION})),
+            )
+            .await;
+        assert_eq!(status, 200, "token: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A kubectl whose kubeconfig holds a token traded for `key`.
+    pub async fn kubectl_with(&self, key: &str) -> Kubectl {
+        let token = self.token(key).await;
+        Kubectl::new(
+            &self.proxy_url(),
+            self.ca.cert_pem(),
+            &Credentials::Token(token),
+        )
+    }
+
+    /// Replaces the policy file as editors do.
+    pub fn write_policy(&self, text: &str) {
+        let tmp = self.policy.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write policy");
+        std::fs::rename(&tmp, &self.policy).expect("rename policy");
+    }
+}

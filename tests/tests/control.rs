@@ -1,0 +1,468 @@
+//! The control API end to end: infra-proxy with its embedded control plane (real TLS, real
+//! SQLite), the stand-in apiserver, and the real kubectl with tokens the control plane issued.
+
+use std::time::Duration;
+
+use infra_tests::control::{ADMIN_PASSWORD, ControlHarness};
+use infra_tests::proxy::{DESTINATION, wait_for};
+use serde_json::json;
+
+const POLICY: &str = "grants:\n  - group: Engineering\n    role: view\n    resource: testing\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_makes_an_admin_who_can_manage_infra() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+
+    let (status, me) = h.call("GET", "/api/me", Some(&admin), None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["admin"], true);
+
+    // The bootstrap grant is there, made by Infra itself; the file's grant says where it is from.
+    let (status, grants) = h.call("GET", "/api/grants", Some(&admin), None).await;
+    assert_eq!(status, 200, "{grants}");
+    let items = grants["items"].as_array().expect("items");
+    assert!(items.iter().any(|g| g["user"] == "admin"
+        && g["role"] == "admin"
+        && g["resource"] == "infra"
+        && g["source"] == "api"));
+    assert!(
+        items
+            .iter()
+            .any(|g| g["group"] == "Engineering" && g["source"] == "file")
+    );
+    assert_eq!(grants["total"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_made_through_the_api_lets_kubectl_in_and_its_removal_shuts_it_out() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(json!({"name": "suzie@example.com", "password": "a-long-enough-passphrase"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["has_password"], true);
+
+    let suzie = h
+        .login("suzie@example.com", "a-long-enough-passphrase")
+        .await;
+    let kubectl = h.kubectl_with(&suzie).await;
+    let denied = kubectl.run(&["get", "pods", "-n", "default"]).await;
+    assert!(!denied.status.success(), "no grant yet: {denied:?}");
+    assert!(
+        denied.stderr.contains("forbidden"),
+        "kubectl shows the apiserver's wording: {}",
+        denied.stderr
+    );
+
+    let (status, grant) = h
+        .call(
+            "POST",
+            "/api/grants",
+            Some(&admin),
+            Some(json!({"user": "suzie@example.com", "role": "view", "resource": DESTINATION})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let allowed = wait_for(|| async {
+        let out = kubectl.run(&["get", "pods", "-n", "default"]).await;
+        out.status.success().then_some(out)
+    })
+    .await;
+    assert!(allowed.status.success());
+
+    // The same grant again is a conflict, not a duplicate.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/grants",
+            Some(&admin),
+            Some(json!({"user": "suzie@example.com", "role": "view", "resource": DESTINATION})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "conflict");
+
+    // "My access" lists the destination with its URL and CA for the kubeconfig.
+    let (status, access) = h.call("GET", "/api/me/access", Some(&suzie), None).await;
+    assert_eq!(status, 200, "{access}");
+    let item = &access["items"][0];
+    assert_eq!(item["destination"], DESTINATION);
+    assert_eq!(item["role"], "view");
+    assert_eq!(item["url"], h.proxy_url());
+    assert!(
+        item["ca_pem"]
+            .as_str()
+            .expect("ca")
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    let id = grant["id"].as_i64().expect("id");
+    let (status, _) = h
+        .call("DELETE", &format!("/api/grants/{id}"), Some(&admin), None)
+        .await;
+    assert_eq!(status, 204);
+    wait_for(|| async {
+        (!kubectl
+            .run(&["get", "pods", "-n", "default"])
+            .await
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_authorized_by_grants_on_infra() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+    for (name, role) in [
+        ("viewer@example.com", Some("view")),
+        ("nobody@example.com", None),
+    ] {
+        let (status, body) = h
+            .call(
+                "POST",
+                "/api/users",
+                Some(&admin),
+                Some(json!({"name": name, "password": "a-long-enough-passphrase"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        if let Some(role) = role {
+            let (status, body) = h
+                .call(
+                    "POST",
+                    "/api/grants",
+                    Some(&admin),
+                    Some(json!({"user": name, "role": role, "resource": "infra"})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    let viewer = h
+        .login("viewer@example.com", "a-long-enough-passphrase")
+        .await;
+    let nobody = h
+        .login("nobody@example.com", "a-long-enough-passphrase")
+        .await;
+
+    // view reads, but does not change.
+    assert_eq!(
+        h.call("GET", "/api/users", Some(&viewer), None).await.0,
+        200
+    );
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/groups",
+            Some(&viewer),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "forbidden");
+    assert!(body["message"].as_str().expect("message").contains("admin"));
+
+    // Without a grant: only one's own things.
+    assert_eq!(
+        h.call("GET", "/api/users", Some(&nobody), None).await.0,
+        403
+    );
+    assert_eq!(
+        h.call("GET", "/api/users/nobody@example.com", Some(&nobody), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        h.call("GET", "/api/users/viewer@example.com", Some(&nobody), None)
+            .await
+            .0,
+        403
+    );
+    let (status, key) = h
+        .call(
+            "POST",
+            "/api/keys",
+            Some(&nobody),
+            Some(json!({"name": "laptop"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().expect("key shown once");
+    assert!(secret.starts_with(key["id"].as_str().expect("id")));
+    let (status, keys) = h.call("GET", "/api/keys", Some(&nobody), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        keys["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|k| k.get("key").is_none()),
+        "a listed key never shows its secret: {keys}"
+    );
+    // Another user's keys are not theirs to list.
+    assert_eq!(
+        h.call("GET", "/api/keys?user=admin", Some(&nobody), None)
+            .await
+            .0,
+        403
+    );
+
+    // No key, a bad key: 401 with a JSON error.
+    let (status, body) = h.call("GET", "/api/me", None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "unauthorized");
+    let (status, _) = h.call("GET", "/api/me", Some("abc.def"), None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_by_access_key_logout_and_lockout() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+    let (status, key) = h
+        .call(
+            "POST",
+            "/api/keys",
+            Some(&admin),
+            Some(json!({"name": "ci", "user": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let (status, session) = h
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"access_key": key["key"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let session = session["access_key"]
+        .as_str()
+        .expect("session key")
+        .to_owned();
+    assert_eq!(h.call("GET", "/api/me", Some(&session), None).await.0, 200);
+    assert_eq!(
+        h.call("POST", "/api/logout", Some(&session), None).await.0,
+        204
+    );
+    assert_eq!(h.call("GET", "/api/me", Some(&session), None).await.0, 401);
+
+    // A wrong password and an unknown user get the same answer; five failures lock the name.
+    let attempt = |name: &'static str, password: &'static str| {
+        let h = &h;
+        async move {
+            h.call(
+                "POST",
+                "/api/login",
+                None,
+                Some(json!({"password": {"name": name, "password": password}})),
+            )
+            .await
+        }
+    };
+    let wrong = attempt("admin", "not-the-password-at-all").await;
+    let unknown = attempt("ghost@example.com", "not-the-password-at-all").await;
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong, unknown);
+    for _ in 0..4 {
+        attempt("admin", "not-the-password-at-all").await;
+    }
+    let (status, body) = attempt("admin", ADMIN_PASSWORD).await;
+    assert_eq!(status, 429, "locked even with the right password: {body}");
+    assert_eq!(body["code"], "locked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_file_owns_what_it_declares() {
+    let h = ControlHarness::start(
+        "groups:\n  - name: Engineering\n    members: [carl@example.com]\ngrants:\n  - group: Engineering\n    role: view\n    resource: testing\n",
+    )
+    .await;
+    let admin = h.admin().await;
+    let (status, grants) = h
+        .call("GET", "/api/grants?group=Engineering", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200);
+    let id = grants["items"][0]["id"].as_i64().expect("file grant");
+    let (status, body) = h
+        .call("DELETE", &format!("/api/grants/{id}"), Some(&admin), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "file_owned");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("policy file"),
+        "{body}"
+    );
+    let (status, body) = h
+        .call(
+            "DELETE",
+            "/api/groups/Engineering/members/carl@example.com",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // Editing the file: the old grant goes, the new one comes, the group goes.
+    h.write_policy("grants:\n  - user: carl@example.com\n    role: edit\n    resource: testing\n");
+    let grants = wait_for(|| async {
+        let (_, grants) = h.call("GET", "/api/grants", Some(&admin), None).await;
+        let items = grants["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|g| g["user"] == "carl@example.com" && g["role"] == "edit")
+            .then_some(items)
+    })
+    .await;
+    assert!(
+        !grants.iter().any(|g| g["group"] == "Engineering"),
+        "{grants:?}"
+    );
+    wait_for(|| async {
+        (h.call("GET", "/api/groups/Engineering", Some(&admin), None)
+            .await
+            .0
+            == 404)
+            .then_some(())
+    })
+    .await;
+
+    // A broken file changes nothing.
+    h.write_policy("grants:\n  - user: carl@example.com\n    role: [\n");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, after) = h.call("GET", "/api/grants", Some(&admin), None).await;
+    assert!(
+        after["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|g| g["user"] == "carl@example.com" && g["role"] == "edit")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_pages_and_conflicts_are_json() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+    for n in 0..5 {
+        let (status, body) = h
+            .call(
+                "POST",
+                "/api/groups",
+                Some(&admin),
+                Some(json!({"name": format!("team-{n}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, page) = h
+        .call("GET", "/api/groups?limit=2&page=2", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["items"].as_array().expect("items").len(), 2);
+    assert_eq!(page["page"], 2);
+
+    let (status, body) = h
+        .call("GET", "/api/groups?colour=blue", Some(&admin), None)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "bad_request");
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/groups",
+            Some(&admin),
+            Some(json!({"name": "x", "extra": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "unknown fields are refused: {body}");
+    let (status, body) = h.call("GET", "/api/nothing-here", Some(&admin), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "not_found");
+
+    // A stale revision is a conflict.
+    let (_, grant) = h
+        .call(
+            "POST",
+            "/api/grants",
+            Some(&admin),
+            Some(json!({"group": "team-1", "role": "edit", "resource": "testing.web"})),
+        )
+        .await;
+    let id = grant["id"].as_i64().expect("id");
+    let revision = grant["revision"].as_i64().expect("revision");
+    let update =
+        |revision: i64| json!({"expires_at": "2099-01-01T00:00:00Z", "revision": revision});
+    let (status, body) = h
+        .call(
+            "PUT",
+            &format!("/api/grants/{id}"),
+            Some(&admin),
+            Some(update(revision)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_at"], "2099-01-01T00:00:00Z");
+    let (status, body) = h
+        .call(
+            "PUT",
+            &format!("/api/grants/{id}"),
+            Some(&admin),
+            Some(update(revision)),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_short_lived_jwts_for_one_destination_verified_by_the_published_keys() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = h.admin().await;
+    let (status, issued) = h
+        .call(
+            "POST",
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"destination": DESTINATION})),
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["token"].as_str().expect("token");
+    let (status, jwks) = h.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(status, 200);
+    let jwks = infra_authz::token::Jwks::from_json(&jwks.to_string()).expect("JWKS");
+    let verifier = infra_authz::token::Verifier::builder(h.control_url())
+        .trust_jwks(&jwks)
+        .build()
+        .expect("verifier");
+    let claims = verifier
+        .verify(token, DESTINATION, std::time::SystemTime::now())
+        .expect("the token verifies with the published keys")
+        .claims;
+    assert_eq!(claims.name, "admin");
+    assert_eq!(claims.aud, DESTINATION);
+    assert!(claims.exp - claims.iat <= 300, "five minutes by default");
+    // For another destination's proxy it is no good.
+    assert!(
+        verifier
+            .verify(token, "production", std::time::SystemTime::now())
+            .is_err()
+    );
+}
