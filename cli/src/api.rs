@@ -124,6 +124,7 @@ pub struct Group {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Grant {
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     #[serde(default)]
     pub user: Option<String>,
@@ -145,6 +146,7 @@ pub struct Grant {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessKey {
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     pub user: String,
     pub name: String,
@@ -189,6 +191,17 @@ pub struct Destination {
     pub last_seen_at: Option<Timestamp>,
     #[serde(default)]
     pub connected: bool,
+}
+
+/// An id the document does not give a type: taken as a string or a number, kept as text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "an id must be a string or a number, not {other}"
+        ))),
+    }
 }
 
 /// How to log in (`POST /api/login`).
@@ -703,6 +716,23 @@ mod tests {
         let e = parse_error(StatusCode::BAD_GATEWAY, b"upstream gone");
         assert_eq!(e.code, "bad_gateway");
         assert_eq!(e.message, "upstream gone");
+    }
+
+    #[test]
+    fn ids_may_be_numbers_or_strings() {
+        let g: Grant = serde_json::from_value(json!({
+            "id": 42, "user": "a", "group": null, "role": "view", "resource": "production",
+            "expires_at": null, "source": "api", "created_at": "2026-11-22T13:50:06Z",
+            "created_by": "admin", "revision": 1
+        }))
+        .expect("grant");
+        assert_eq!(g.id, "42");
+        let k: AccessKey = serde_json::from_value(json!({
+            "id": "k1", "user": "a", "name": "ci", "kind": "api", "created_at": null,
+            "expires_at": null, "inactivity_timeout_seconds": null, "last_used_at": null
+        }))
+        .expect("key");
+        assert_eq!(k.id, "k1");
     }
 
     #[test]

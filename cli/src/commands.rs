@@ -200,7 +200,7 @@ async fn logout(ctx: &Ctx, args: &LogoutArgs) -> Result<()> {
 
 /// One row of `infra list`.
 #[derive(Debug, Serialize)]
-struct ListItem {
+pub struct ListItem {
     name: String,
     destination: String,
     namespace: Option<String>,
@@ -209,7 +209,7 @@ struct ListItem {
     url: String,
 }
 
-fn list_items(access: &[Access]) -> Vec<ListItem> {
+pub fn list_items(access: &[Access]) -> Vec<ListItem> {
     let mut items: BTreeMap<(String, Option<String>), ListItem> = BTreeMap::new();
     for a in access {
         let key = (a.destination.clone(), a.namespace.clone());
@@ -236,7 +236,7 @@ fn list_items(access: &[Access]) -> Vec<ListItem> {
     items.into_values().collect()
 }
 
-fn list_table(items: &[ListItem]) -> String {
+pub fn list_table(items: &[ListItem]) -> String {
     let expiring = items.iter().any(|i| i.expires_at.is_some());
     let mut header = vec!["NAME", "ACCESS"];
     if expiring {

@@ -16,6 +16,8 @@ mod files;
 mod kubeconfig;
 mod login;
 mod output;
+#[cfg(test)]
+mod snapshots;
 mod state;
 mod tls;
 mod tokens;
