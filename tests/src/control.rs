@@ -26,6 +26,8 @@ pub struct Options {
     pub token_ttl_seconds: Option<u64>,
     /// Provider re-check interval in seconds (default 900).
     pub provider_recheck_seconds: Option<u64>,
+    /// Keep the store in a PostgreSQL server of its own instead of an SQLite file.
+    pub postgres: bool,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -51,6 +53,8 @@ pub struct ControlHarness {
     pub policy: PathBuf,
     /// An HTTP client that trusts the CA.
     pub http: reqwest::Client,
+    /// The PostgreSQL server, when the store is there.
+    pub postgres: Option<crate::postgres::Server>,
 }
 
 impl ControlHarness {
@@ -78,6 +82,15 @@ impl ControlHarness {
         let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
+        let (postgres, database, root_key_file) = if options.postgres {
+            let server = crate::postgres::Server::start();
+            server.create_database("infra").await;
+            let url = server.url("infra");
+            (Some(server), url, Some(dir.path().join("root.key")))
+        } else {
+            let url = format!("sqlite:{}", dir.path().join("infra.db").display());
+            (None, url, None)
+        };
         let password_file = dir.path().join("admin-password");
         std::fs::write(&password_file, ADMIN_PASSWORD).expect("write admin password");
 
@@ -93,8 +106,8 @@ impl ControlHarness {
             issuers: IssuerArgs::default(),
             control: ControlArgs {
                 control_listen: Some(free_port()),
-                database: format!("sqlite:{}", dir.path().join("infra.db").display()),
-                root_key_file: None,
+                database,
+                root_key_file,
                 admin_password_file: Some(password_file),
                 control_public_url: None,
                 public_url: None,
@@ -125,6 +138,7 @@ impl ControlHarness {
             ca,
             policy: policy_path,
             http,
+            postgres,
         }
     }
 

@@ -10,5 +10,6 @@ pub mod certs;
 pub mod control;
 pub mod kubectl;
 pub mod oidc;
+pub mod postgres;
 pub mod proxy;
 pub mod upgrade;

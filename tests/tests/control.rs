@@ -3,15 +3,59 @@
 
 use std::time::Duration;
 
-use infra_tests::control::{ADMIN_PASSWORD, ControlHarness};
+use infra_tests::control::{ADMIN_PASSWORD, ControlHarness, Options};
 use infra_tests::proxy::{DESTINATION, wait_for};
 use serde_json::json;
 
 const POLICY: &str = "grants:\n  - group: Engineering\n    role: view\n    resource: testing\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_start_makes_an_admin_who_can_manage_infra() {
-    let h = ControlHarness::start(POLICY).await;
+/// Where the store is: every scenario runs on both.
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+async fn start(policy: &str, db: Db) -> ControlHarness {
+    ControlHarness::start_with(
+        policy,
+        Options {
+            postgres: matches!(db, Db::Postgres),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// A test per scenario and database: `scenario::sqlite` and `scenario::postgres`.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(super::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(super::Db::Postgres).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    first_start_makes_an_admin_who_can_manage_infra,
+    a_grant_made_through_the_api_lets_kubectl_in_and_its_removal_shuts_it_out,
+    the_api_is_authorized_by_grants_on_infra,
+    login_by_access_key_logout_and_lockout,
+    the_policy_file_owns_what_it_declares,
+    errors_pages_and_conflicts_are_json,
+    tokens_are_short_lived_jwts_for_one_destination_verified_by_the_published_keys,
+);
+
+async fn first_start_makes_an_admin_who_can_manage_infra(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
 
     let (status, me) = h.call("GET", "/api/me", Some(&admin), None).await;
@@ -35,9 +79,8 @@ async fn first_start_makes_an_admin_who_can_manage_infra() {
     assert_eq!(grants["total"], 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grant_made_through_the_api_lets_kubectl_in_and_its_removal_shuts_it_out() {
-    let h = ControlHarness::start(POLICY).await;
+async fn a_grant_made_through_the_api_lets_kubectl_in_and_its_removal_shuts_it_out(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
     let (status, body) = h
         .call(
@@ -120,9 +163,8 @@ async fn a_grant_made_through_the_api_lets_kubectl_in_and_its_removal_shuts_it_o
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_is_authorized_by_grants_on_infra() {
-    let h = ControlHarness::start(POLICY).await;
+async fn the_api_is_authorized_by_grants_on_infra(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
     for (name, role) in [
         ("viewer@example.com", Some("view")),
@@ -227,9 +269,8 @@ async fn the_api_is_authorized_by_grants_on_infra() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_by_access_key_logout_and_lockout() {
-    let h = ControlHarness::start(POLICY).await;
+async fn login_by_access_key_logout_and_lockout(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
     let (status, key) = h
         .call(
@@ -285,10 +326,10 @@ async fn login_by_access_key_logout_and_lockout() {
     assert_eq!(body["code"], "locked");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_policy_file_owns_what_it_declares() {
-    let h = ControlHarness::start(
+async fn the_policy_file_owns_what_it_declares(db: Db) {
+    let h = start(
         "groups:\n  - name: Engineering\n    members: [carl@example.com]\ngrants:\n  - group: Engineering\n    role: view\n    resource: testing\n",
+        db,
     )
     .await;
     let admin = h.admin().await;
@@ -356,9 +397,8 @@ async fn the_policy_file_owns_what_it_declares() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_pages_and_conflicts_are_json() {
-    let h = ControlHarness::start(POLICY).await;
+async fn errors_pages_and_conflicts_are_json(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
     for n in 0..5 {
         let (status, body) = h
@@ -431,9 +471,8 @@ async fn errors_pages_and_conflicts_are_json() {
     assert_eq!(status, 409, "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_are_short_lived_jwts_for_one_destination_verified_by_the_published_keys() {
-    let h = ControlHarness::start(POLICY).await;
+async fn tokens_are_short_lived_jwts_for_one_destination_verified_by_the_published_keys(db: Db) {
+    let h = start(POLICY, db).await;
     let admin = h.admin().await;
     let (status, issued) = h
         .call(
