@@ -65,11 +65,14 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// The exit code for an error: 2 for usage errors, 1 for everything else.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.chain().any(|e| e.downcast_ref::<Usage>().is_some()) {
-        2
-    } else {
-        1
-    }
+    if is_usage(error) { 2 } else { 1 }
+}
+
+fn is_usage(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<Usage>().is_some()
+            || e.downcast_ref::<Hint>().is_some_and(|h| is_usage(&h.error))
+    })
 }
 
 /// Whether to colour stderr: a terminal, and NO_COLOR unset or empty (https://no-color.org).
@@ -264,6 +267,8 @@ mod tests {
     fn usage_errors_exit_2() {
         let err = usage("grants add needs a user and a resource");
         assert_eq!(exit_code(&err), 2);
+        let hinted = hint(usage("cannot ask"), "pass --user").context("logging in");
+        assert_eq!(exit_code(&hinted), 2, "also under a hint and a context");
         assert_eq!(
             render_error(&err, false),
             "error: grants add needs a user and a resource\n"

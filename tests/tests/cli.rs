@@ -1,0 +1,405 @@
+//! The `infra` CLI end to end: the real binary against infra-proxy with its embedded control plane
+//! (real TLS, real SQLite) in front of the stand-in apiserver, and the real kubectl through the
+//! kubeconfig the CLI wrote, its credential plugin being the CLI itself.
+//!
+//! The binary is `target/<profile>/infra`, next to this test's own folder; `cargo test
+//! --workspace` (what `scripts/test` runs) builds it. `INFRA_TESTS_CLI` names another one.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use infra_tests::control::{ADMIN_PASSWORD, ControlHarness};
+use infra_tests::proxy::{DESTINATION, wait_for};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+const POLICY: &str = "grants: []\n";
+const SUZIE: &str = "suzie@example.com";
+const SUZIE_PASSWORD: &str = "a-long-enough-passphrase";
+
+fn infra_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("INFRA_TESTS_CLI") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/cli-<hash> -> target/<profile>/infra
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("infra");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p infra` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// One person at one machine: their `~/.infra`, kubeconfig and home folder.
+#[derive(Debug)]
+struct Person {
+    dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Person {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("infra-cli-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kube").join("config")
+    }
+
+    fn kubeconfig_json(&self) -> Value {
+        let text = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig written");
+        serde_saphyr::from_str(&text).expect("kubeconfig parses")
+    }
+
+    fn command(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("INFRA_HOME", self.dir.path().join(".infra"))
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run_program(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: &str,
+    ) -> Run {
+        let mut child = self
+            .command(program, args, env)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        pipe.write_all(stdin.as_bytes()).await.expect("stdin");
+        drop(pipe);
+        let out = tokio::time::timeout(Duration::from_mins(1), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{} {args:?} did not finish in a minute", program.display()))
+            .expect("ran");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn infra(&self, args: &[&str]) -> Run {
+        self.infra_with(args, &[], "").await
+    }
+
+    async fn infra_with(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+        self.run_program(&infra_binary(), args, env, stdin).await
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> Run {
+        let kubectl = PathBuf::from(infra_tests::kubectl::program());
+        let kubectl = if kubectl.components().count() > 1 {
+            kubectl
+        } else {
+            which(&kubectl)
+        };
+        self.run_program(&kubectl, args, &[], "").await
+    }
+
+    /// Logs in with a password, trusting the harness's CA.
+    async fn login(&self, h: &ControlHarness, user: &str, password: &str) -> Run {
+        let ca = self.dir.path().join("ca.pem");
+        std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
+        self.infra_with(
+            &[
+                "login",
+                &h.control_url(),
+                "--tls-trusted-cert",
+                ca.to_str().expect("utf-8 path"),
+                "--user",
+                user,
+                "--non-interactive",
+            ],
+            &[("INFRA_PASSWORD", password)],
+            "",
+        )
+        .await
+    }
+}
+
+fn which(program: &Path) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{} is not on PATH", program.display()))
+}
+
+/// The admin, logged in, with suzie created.
+async fn admin_with_suzie(h: &ControlHarness) -> Person {
+    let admin = Person::new();
+    admin.login(h, "admin", ADMIN_PASSWORD).await.ok();
+    admin
+        .infra_with(
+            &["users", "add", SUZIE, "--password-stdin"],
+            &[],
+            &format!("{SUZIE_PASSWORD}\n"),
+        )
+        .await
+        .ok();
+    admin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_list_use_kubectl_grants_and_logout() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = admin_with_suzie(&h).await;
+    admin
+        .infra(&["grants", "add", SUZIE, DESTINATION, "--role", "view"])
+        .await
+        .ok();
+    let grants = admin.infra(&["grants", "list", "-o", "json"]).await.ok();
+    let grants: Value = serde_json::from_str(&grants.stdout).expect("grants JSON");
+    assert!(
+        grants
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|g| g["user"] == SUZIE && g["role"] == "view" && g["resource"] == DESTINATION),
+        "{grants}"
+    );
+    let table = admin.infra(&["grants", "list"]).await.ok();
+    assert!(table.stdout.starts_with("USER ("), "{}", table.stdout);
+
+    // Suzie logs in; her kubeconfig gets the destination, with the CLI as credential plugin.
+    let suzie = Person::new();
+    let login = suzie.login(&h, SUZIE, SUZIE_PASSWORD).await.ok();
+    assert!(
+        login.stderr.contains(&format!("Logged in as {SUZIE}")),
+        "{}",
+        login.stderr
+    );
+    let kc = suzie.kubeconfig_json();
+    let name = format!("infra:{DESTINATION}");
+    let user = kc["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["name"] == name.as_str())
+        .expect("an infra user entry");
+    assert_eq!(
+        user["user"]["exec"]["args"],
+        json!(["tokens", "--destination", DESTINATION])
+    );
+    assert!(
+        !std::fs::read_to_string(suzie.kubeconfig())
+            .expect("kubeconfig")
+            .contains("token:"),
+        "no secret in the kubeconfig"
+    );
+
+    let list = suzie.infra(&["list"]).await.ok();
+    assert!(
+        list.stdout.contains(DESTINATION) && list.stdout.contains("view"),
+        "{}",
+        list.stdout
+    );
+
+    let used = suzie.infra(&["use", DESTINATION]).await.ok();
+    assert!(used.stderr.contains("Switched context"), "{}", used.stderr);
+    assert_eq!(suzie.kubeconfig_json()["current-context"], name.as_str());
+
+    suzie.kubectl(&["get", "pods", "-n", "default"]).await.ok();
+
+    // A cached token: two plugin calls print the same token.
+    let first = suzie
+        .infra(&["tokens", "--destination", DESTINATION])
+        .await
+        .ok();
+    let second = suzie
+        .infra(&["tokens", "--destination", DESTINATION])
+        .await
+        .ok();
+    let credential: Value = serde_json::from_str(&first.stdout).expect("ExecCredential");
+    assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
+    assert!(credential["status"]["expirationTimestamp"].is_string());
+    assert_eq!(
+        first.stdout, second.stdout,
+        "the second call is served from the cache"
+    );
+
+    // The grant goes: kubectl is denied.
+    admin
+        .infra(&["grants", "remove", SUZIE, DESTINATION, "--role", "view"])
+        .await
+        .ok();
+    wait_for(|| async {
+        let out = suzie.kubectl(&["get", "pods", "-n", "default"]).await;
+        (out.code != 0).then_some(())
+    })
+    .await;
+
+    // Logging out removes Infra's entries; a copy of the old kubeconfig gets the re-login message.
+    let stale = suzie.dir.path().join("stale-kubeconfig");
+    std::fs::copy(suzie.kubeconfig(), &stale).expect("copy");
+    suzie.infra(&["logout"]).await.ok();
+    let kc = suzie.kubeconfig_json();
+    assert!(
+        !serde_json::to_string(&kc).expect("json").contains("infra:"),
+        "logout removes Infra's entries: {kc}"
+    );
+    let out = suzie
+        .run_program(
+            &which(Path::new(&infra_tests::kubectl::program())),
+            &[
+                "--kubeconfig",
+                stale.to_str().expect("utf-8"),
+                "--context",
+                &name,
+                "get",
+                "pods",
+            ],
+            &[],
+            "",
+        )
+        .await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("infra login"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_an_access_key_and_whoami() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = admin_with_suzie(&h).await;
+    let key = admin
+        .infra(&["keys", "add", "ci", "--user", SUZIE])
+        .await
+        .ok();
+    let key = key.stdout.trim().to_owned();
+    assert!(key.contains('.'), "an id.secret key: {key}");
+
+    let ci = Person::new();
+    let ca = ci.dir.path().join("ca.pem");
+    std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
+    ci.infra_with(
+        &[
+            "login",
+            &h.control_url(),
+            "--tls-trusted-cert",
+            ca.to_str().expect("utf-8"),
+            "--non-interactive",
+        ],
+        &[("INFRA_ACCESS_KEY", &key)],
+        "",
+    )
+    .await
+    .ok();
+    let me = ci.infra(&["whoami", "-o", "json"]).await.ok();
+    let me: Value = serde_json::from_str(&me.stdout).expect("whoami JSON");
+    assert_eq!(me["name"], SUZIE);
+
+    let keys = admin
+        .infra(&["keys", "list", "--user", SUZIE, "-o", "json"])
+        .await
+        .ok();
+    assert!(keys.stdout.contains("\"ci\""), "{}", keys.stdout);
+    admin
+        .infra(&["keys", "remove", "ci", "--user", SUZIE])
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_certificate_is_refused_without_a_prompt() {
+    let h = ControlHarness::start(POLICY).await;
+    let someone = Person::new();
+    let out = someone
+        .infra_with(
+            &[
+                "login",
+                &h.control_url(),
+                "--user",
+                "admin",
+                "--non-interactive",
+            ],
+            &[("INFRA_PASSWORD", ADMIN_PASSWORD)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        out.code, 2,
+        "a prompt that may not be shown is a usage error: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("SHA-256:"),
+        "the certificate is shown: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--tls-trusted-fingerprint"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_failures_exit_1() {
+    let someone = Person::new();
+    let out = someone.infra(&["grants", "add", "--role", "view"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = someone.infra(&["list"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: not logged in"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: run `infra login SERVER`"),
+        "{}",
+        out.stderr
+    );
+}
