@@ -403,3 +403,25 @@ async fn usage_errors_exit_2_and_failures_exit_1() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_grant_lapses() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = admin_with_suzie(&h).await;
+    admin
+        .infra(&["grants", "add", SUZIE, DESTINATION, "--role", "view", "--for", "8s"])
+        .await
+        .ok();
+    let listed = admin.infra(&["grants", "list"]).await.ok();
+    assert!(listed.stdout.contains("EXPIRES"), "{}", listed.stdout);
+
+    let suzie = Person::new();
+    suzie.login(&h, SUZIE, SUZIE_PASSWORD).await.ok();
+    suzie.infra(&["use", DESTINATION]).await.ok();
+    suzie.kubectl(&["get", "pods", "-n", "default"]).await.ok();
+    wait_for(|| async {
+        let out = suzie.kubectl(&["get", "pods", "-n", "default"]).await;
+        (out.code != 0).then_some(())
+    })
+    .await;
+}
