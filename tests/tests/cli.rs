@@ -409,7 +409,16 @@ async fn an_expiring_grant_lapses() {
     let h = ControlHarness::start(POLICY).await;
     let admin = admin_with_suzie(&h).await;
     admin
-        .infra(&["grants", "add", SUZIE, DESTINATION, "--role", "view", "--for", "8s"])
+        .infra(&[
+            "grants",
+            "add",
+            SUZIE,
+            DESTINATION,
+            "--role",
+            "view",
+            "--for",
+            "8s",
+        ])
         .await
         .ok();
     let listed = admin.infra(&["grants", "list"]).await.ok();
