@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use infra_authz::attributes::Attributes;
 use infra_authz::decision::{Authorizer, Decision, DecisionCache, Identity};
+use infra_authz::policy::Grant;
 use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
 use infra_authz::rbac::RoleSet;
 
@@ -27,21 +28,36 @@ pub struct PolicyHandle {
     roles: RoleSet,
     cache: DecisionCache,
     generation: AtomicU64,
+    /// The grants in force, for those who act on them (RBAC reconcile).
+    grants: tokio::sync::watch::Sender<Arc<Vec<Grant>>>,
 }
 
 impl PolicyHandle {
     /// A handle deciding for `destination` with `roles`, starting from `policy`'s grants.
-    pub fn new(destination: &str, grants: &[infra_authz::policy::Grant], roles: RoleSet) -> Self {
+    pub fn new(destination: &str, grants: &[Grant], roles: RoleSet) -> Self {
         let authorizer =
             Authorizer::new(destination, grants, &roles, 1).with_authenticated_roles(&roles);
         report_unknown_roles(&authorizer);
+        let (grants, _) = tokio::sync::watch::channel(Arc::new(grants.to_vec()));
         Self {
             destination: destination.to_owned(),
             current: ArcSwap::from_pointee(authorizer),
             roles,
             cache: DecisionCache::new(100_000),
             generation: AtomicU64::new(1),
+            grants,
         }
+    }
+
+    /// A receiver of every set of grants put in force (all destinations' grants as given; filter
+    /// by [`Self::destination`]).
+    pub fn subscribe_grants(&self) -> tokio::sync::watch::Receiver<Arc<Vec<Grant>>> {
+        self.grants.subscribe()
+    }
+
+    /// The destination this handle decides for.
+    pub fn destination(&self) -> &str {
+        &self.destination
     }
 
     /// Decides, from the cache when it can; the `bool` says whether it was a cache hit.
@@ -56,13 +72,14 @@ impl PolicyHandle {
     }
 
     /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.
-    pub fn replace(&self, grants: &[infra_authz::policy::Grant]) -> u64 {
+    pub fn replace(&self, grants: &[Grant]) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let authorizer =
             Authorizer::new(self.destination.as_str(), grants, &self.roles, generation)
                 .with_authenticated_roles(&self.roles);
         report_unknown_roles(&authorizer);
         self.current.store(Arc::new(authorizer));
+        self.grants.send_replace(Arc::new(grants.to_vec()));
         generation
     }
 

@@ -115,6 +115,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             put(put_destination).delete(delete_destination),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(plane)
 }
 
@@ -224,6 +225,14 @@ impl From<OidcError> for ApiError {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this API route does not take that method",
+    )
 }
 
 /// A JSON body whose errors are answered as [`ApiError`]s, with unknown fields refused by the
@@ -806,10 +815,10 @@ async fn source(plane: &ControlPlane, kind: &str, name: &str) -> ApiResult<&'sta
 }
 
 async fn refuse_owned(plane: &ControlPlane, kind: &str, name: &str, what: &str) -> ApiResult<()> {
-    plane
-        .refuse_file_owned(kind, name, what)
-        .await
-        .map_err(ApiError::file_owned)
+    if plane.store().is_managed(kind, name).await? {
+        return Err(ApiError::file_owned(plane.file_owned_message(what)));
+    }
+    Ok(())
 }
 
 async fn list_users(State(plane): Plane, caller: Caller, params: Params) -> ApiResult {
@@ -1378,6 +1387,8 @@ async fn create_provider(
         .name
         .clone()
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    infra_authz::policy::validate_dns_label(&name)
+        .map_err(|why| ApiError::bad_request(format!("provider name {why}")))?;
     let provider = body.provider(name)?;
     let stored = plane
         .store()

@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use infra_authz::policy::{Provider, ProviderKind, Secret};
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
 };
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
@@ -160,6 +161,12 @@ impl OidcLogins {
             if supported.iter().any(|s| s == optional) {
                 request = request.add_scope(Scope::new(optional.into()));
             }
+        }
+        if provider.kind == ProviderKind::Oidc && supported.iter().any(|s| s == "offline_access") {
+            // OpenID Connect Core 1.0, section 11: a provider ignores `offline_access` (and gives
+            // no refresh token, so no re-verification) unless `prompt` contains `consent`.
+            // Okta and Azure give refresh tokens without it; Google is below.
+            request = request.add_prompt(CoreAuthPrompt::Consent);
         }
         for extra in &provider.scopes {
             request = request.add_scope(Scope::new(extra.clone()));

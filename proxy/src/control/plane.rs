@@ -473,25 +473,14 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Refuses a change to an object the policy file owns, saying where to change it.
-    pub async fn refuse_file_owned(
-        &self,
-        kind: &str,
-        name: &str,
-        what: &str,
-    ) -> Result<(), String> {
-        match self.store.is_managed(kind, name).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(match &self.config.policy_path {
-                Some(path) => format!(
-                    "{what} is declared in the policy file {}; change it there",
-                    path.display()
-                ),
-                None => format!("{what} is declared in the policy file; change it there"),
-            }),
-            Err(e) => Err(format!(
-                "cannot check whether the policy file owns {what}: {e}"
-            )),
+    /// The answer to a change of `what`, which the policy file owns: change it there.
+    pub fn file_owned_message(&self, what: &str) -> String {
+        match &self.config.policy_path {
+            Some(path) => format!(
+                "{what} is declared in the policy file {}; change it there",
+                path.display()
+            ),
+            None => format!("{what} is declared in the policy file; change it there"),
         }
     }
 }
