@@ -410,6 +410,11 @@ fn default_is_the_control_plane_on_sqlite_with_a_kept_claim() {
     let objects = objects(&template(&[]));
     let env = env(&objects);
     assert_eq!(env["INFRA_CONTROL_LISTEN"], "0.0.0.0:4443");
+    assert_eq!(
+        env["INFRA_CONTROL_PUBLIC_URL"],
+        "https://infra.infra.svc:4443"
+    );
+    assert_eq!(env["INFRA_PUBLIC_URL"], "https://infra.infra.svc:443");
     assert_eq!(env["INFRA_DATABASE"], "sqlite:/data/infra.db");
     assert_eq!(env["INFRA_ROOT_KEY_FILE"], "/etc/infra/root-key/root-key");
     assert_eq!(
@@ -617,7 +622,9 @@ fn ingress_mode_routes_both_hosts_and_names_them_in_the_certificate() {
             ("infra.example.com".to_owned(), "control".to_owned()),
         ]
     );
-    assert_eq!(env(&objects)["INFRA_PUBLIC_URL"], "https://k8s.example.com");
+    let env = env(&objects);
+    assert_eq!(env["INFRA_PUBLIC_URL"], "https://k8s.example.com");
+    assert_eq!(env["INFRA_CONTROL_PUBLIC_URL"], "https://infra.example.com");
 }
 
 #[test]

@@ -105,6 +105,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.publicURL -}}
 {{- else if and .Values.ingress.enabled .Values.ingress.host -}}
 {{- printf "https://%s" .Values.ingress.host -}}
+{{- else -}}
+{{- printf "https://%s.%s.svc:%d" (include "infra.fullname" .) .Release.Namespace (int .Values.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "infra.controlPublicURL" -}}
+{{- if .Values.control.publicURL -}}
+{{- .Values.control.publicURL -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.controlHost -}}
+{{- printf "https://%s" .Values.ingress.controlHost -}}
+{{- else -}}
+{{- printf "https://%s.%s.svc:%d" (include "infra.fullname" .) .Release.Namespace (int .Values.service.controlPort) -}}
 {{- end -}}
 {{- end -}}
 
