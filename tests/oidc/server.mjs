@@ -16,8 +16,13 @@
 //     a login form that POSTs `login` and `password` to /interaction/<uid>/login; consent is
 //     granted without asking, as identity providers do for first-party clients;
 //   - test-only routes: GET /test/jwks-count (how many times the JWKS was fetched),
-//     POST /test/rotate-keys (sign with a new key from now on, keep publishing the old ones) and
-//     POST /test/retire-old-keys (publish only the key it signs with).
+//     POST /test/rotate-keys (sign with a new key from now on, keep publishing the old ones),
+//     POST /test/retire-old-keys (publish only the key it signs with),
+//     POST /test/disable-account {"email"} (offboarding: the account is gone from the directory,
+//     so logins and refreshes of its grants are refused), and
+//     POST /test/next-id-token {"id_token"} (the next successful answer of the token endpoint
+//     carries this ID token instead of its own, once: a stand-in for a token endpoint that hands
+//     out a token of another client or another issuer).
 //
 // Key rotation: oidc-provider reads its keys once, in its constructor, and has no API to change
 // them. A rotation therefore builds a new Provider with the new key first (the one it signs
@@ -38,13 +43,17 @@ if (!OIDC_TLS_CERT || !OIDC_TLS_KEY) {
   process.exit(2);
 }
 
-// Registered clients. Both are confidential web clients; their redirect URI is a loopback
-// address the test never listens on: it stops at the redirect and reads the code.
+// Registered clients. Both are confidential native clients (a CLI's login, as `infra login` does
+// it): their redirect URI is a loopback address the test never listens on; it stops at the
+// redirect and reads the code. Being native, they may use that loopback URI with any port
+// (RFC 8252 section 7.3: oidc-provider's `redirectUriAllowed` ignores the port of `http` loopback
+// redirect URIs of `native` clients), as a CLI's local listener on a port of its choosing does.
 const REDIRECT_URIS = ['http://127.0.0.1/callback', 'http://localhost/callback'];
 const CLIENTS = [
   {
     client_id: 'infra-test',
     client_secret: 'infra-test-secret',
+    application_type: 'native',
     redirect_uris: REDIRECT_URIS,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
@@ -54,6 +63,7 @@ const CLIENTS = [
     // Another application of the same organisation: its ID tokens carry its own audience.
     client_id: 'other-app',
     client_secret: 'other-app-secret',
+    application_type: 'native',
     redirect_uris: REDIRECT_URIS,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
@@ -94,7 +104,8 @@ const BY_SUB = new Map([...ACCOUNTS.values()].map((account) => [account.sub, acc
 
 function findAccount(_ctx, sub) {
   const account = BY_SUB.get(sub);
-  if (!account) return undefined;
+  // A disabled account is unknown: oidc-provider then refuses the refresh of its grants.
+  if (!account || account.disabled) return undefined;
   return {
     accountId: sub,
     // The provider keeps only the claims of the granted scopes (see `claims` below).
@@ -123,6 +134,8 @@ function newSigningKey() {
 const cookieKeys = [randomBytes(32).toString('base64url')];
 let signingKeys = [newSigningKey()];
 let jwksRequests = 0;
+// Set by POST /test/next-id-token, used up by the next successful token endpoint answer.
+let nextIdToken;
 
 function newProvider(issuer, keys) {
   const provider = new Provider(issuer, {
@@ -149,6 +162,23 @@ function newProvider(issuer, keys) {
     },
   });
   provider.on('server_error', (_ctx, error) => console.error('server_error:', error));
+  // Koa middleware (oidc-provider is a Koa application): swaps in the ID token set by
+  // POST /test/next-id-token, once.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (
+      nextIdToken
+      && ctx.path === '/token'
+      && ctx.status === 200
+      && ctx.body
+      && typeof ctx.body === 'object'
+      && ctx.body.id_token
+    ) {
+      console.error('oidc: answering the token request with the ID token set by the test');
+      ctx.body = { ...ctx.body, id_token: nextIdToken };
+      nextIdToken = undefined;
+    }
+  });
   return { provider, callback: provider.callback() };
 }
 
@@ -184,13 +214,21 @@ ${message ? `<p class="error">${escapeHtml(message)}</p>` : ''}
 `;
 }
 
-async function readForm(req) {
+async function readBody(req) {
   let body = '';
   for await (const chunk of req) {
     body += chunk;
-    if (body.length > 64 * 1024) throw new Error('form too large');
+    if (body.length > 64 * 1024) throw new Error('body too large');
   }
-  return new URLSearchParams(body);
+  return body;
+}
+
+async function readJson(req) {
+  return JSON.parse((await readBody(req)) || '{}');
+}
+
+async function readForm(req) {
+  return new URLSearchParams(await readBody(req));
 }
 
 // The interaction routes, as oidc-provider's documentation and example describe them.
@@ -232,7 +270,7 @@ async function interaction(req, res, path) {
     if (prompt.name !== 'login') return send(res, 400, 'text/plain', 'not a login prompt\n');
     const form = await readForm(req);
     const account = ACCOUNTS.get(form.get('login') ?? '');
-    if (!account || account.password !== form.get('password')) {
+    if (!account || account.disabled || account.password !== form.get('password')) {
       return send(
         res,
         401,
@@ -269,6 +307,20 @@ async function handle(req, res) {
     current = newProvider(current.provider.issuer, signingKeys);
     console.error(`oidc: retired old keys, now publishing only ${signingKeys[0].kid}`);
     return json(res, 200, { kid: signingKeys[0].kid });
+  }
+  if (path === '/test/disable-account' && req.method === 'POST') {
+    const { email } = await readJson(req);
+    const account = ACCOUNTS.get(email ?? '');
+    if (!account) return json(res, 404, { error: `no account ${email}` });
+    account.disabled = true;
+    console.error(`oidc: disabled the account of ${email}`);
+    return json(res, 200, { email, disabled: true });
+  }
+  if (path === '/test/next-id-token' && req.method === 'POST') {
+    const { id_token: idToken } = await readJson(req);
+    if (typeof idToken !== 'string') return json(res, 400, { error: 'id_token must be a string' });
+    nextIdToken = idToken;
+    return json(res, 200, { armed: true });
   }
   if (path === '/jwks') jwksRequests += 1;
   if (path.startsWith('/interaction/')) {
