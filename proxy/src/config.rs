@@ -78,6 +78,19 @@ pub struct ServeArgs {
     #[arg(long, env = "INFRA_CONTEXT", requires = "kubeconfig")]
     pub context: Option<String>,
 
+    /// Keep RBAC bindings in the cluster that mirror this destination's grants (labelled
+    /// `app.kubernetes.io/managed-by: infra`, annotated `infra.dev/destination`), and decide
+    /// with the cluster's own ClusterRoles and Roles. Needs the bindings' rules of the README.
+    #[arg(
+        long,
+        env = "INFRA_RBAC_RECONCILE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub rbac_reconcile: bool,
+
     #[command(flatten)]
     pub issuers: IssuerArgs,
 

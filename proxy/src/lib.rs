@@ -25,6 +25,7 @@ pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod reconcile;
 pub mod server;
 pub mod status;
 pub mod tls;

@@ -45,6 +45,11 @@ pub struct Metrics {
     pub policy_reload_failures: Counter,
     /// The generation of the policy in force.
     pub policy_generation: Gauge,
+    /// RBAC reconcile failures: a watch, a write or a read of the cluster's bindings and roles.
+    pub reconcile_errors: Counter,
+    /// Grants of this destination naming a role that exists nowhere (not built in, no
+    /// ClusterRole of the cluster, no Role of the grant's namespace).
+    pub grants_unknown_role: Gauge,
 }
 
 impl Default for Metrics {
@@ -114,6 +119,18 @@ impl Metrics {
             "The generation of the policy in force",
             policy_generation.clone(),
         );
+        let reconcile_errors = Counter::default();
+        registry.register(
+            "reconcile_errors",
+            "RBAC reconcile failures (watches, reads and writes of bindings and roles)",
+            reconcile_errors.clone(),
+        );
+        let grants_unknown_role = Gauge::default();
+        registry.register(
+            "grants_unknown_role",
+            "Grants naming a role that exists nowhere in the cluster",
+            grants_unknown_role.clone(),
+        );
         Self {
             registry,
             requests,
@@ -124,6 +141,8 @@ impl Metrics {
             open_watches,
             policy_reload_failures,
             policy_generation,
+            reconcile_errors,
+            grants_unknown_role,
         }
     }
 

@@ -25,7 +25,9 @@ use crate::metrics::Metrics;
 pub struct PolicyHandle {
     destination: String,
     current: ArcSwap<Authorizer>,
-    roles: RoleSet,
+    /// The roles grants are decided with; also the lock that orders every rebuild of `current`
+    /// (new grants, new roles), so that none is lost to a race between the two.
+    roles: std::sync::Mutex<RoleSet>,
     cache: DecisionCache,
     generation: AtomicU64,
     /// The grants in force, for those who act on them (RBAC reconcile).
@@ -35,14 +37,13 @@ pub struct PolicyHandle {
 impl PolicyHandle {
     /// A handle deciding for `destination` with `roles`, starting from `policy`'s grants.
     pub fn new(destination: &str, grants: &[Grant], roles: RoleSet) -> Self {
-        let authorizer =
-            Authorizer::new(destination, grants, &roles, 1).with_authenticated_roles(&roles);
+        let authorizer = build_authorizer(destination, grants, &roles, 1);
         report_unknown_roles(&authorizer);
         let (grants, _) = tokio::sync::watch::channel(Arc::new(grants.to_vec()));
         Self {
             destination: destination.to_owned(),
             current: ArcSwap::from_pointee(authorizer),
-            roles,
+            roles: std::sync::Mutex::new(roles),
             cache: DecisionCache::new(100_000),
             generation: AtomicU64::new(1),
             grants,
@@ -73,14 +74,33 @@ impl PolicyHandle {
 
     /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.
     pub fn replace(&self, grants: &[Grant]) -> u64 {
+        let roles = self.lock_roles();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let authorizer =
-            Authorizer::new(self.destination.as_str(), grants, &self.roles, generation)
-                .with_authenticated_roles(&self.roles);
+        let authorizer = build_authorizer(&self.destination, grants, &roles, generation);
         report_unknown_roles(&authorizer);
         self.current.store(Arc::new(authorizer));
         self.grants.send_replace(Arc::new(grants.to_vec()));
         generation
+    }
+
+    /// Puts new roles in force with the grants in force (RBAC reconcile: the cluster's
+    /// ClusterRoles, and its Roles under `<namespace>/<name>`, see [`build_authorizer`]). Every
+    /// cached decision of the old roles becomes unreachable. Returns the new generation.
+    pub fn replace_roles(&self, roles: RoleSet) -> u64 {
+        let mut held = self.lock_roles();
+        *held = roles;
+        let grants = Arc::clone(&self.grants.borrow());
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let authorizer = build_authorizer(&self.destination, &grants, &held, generation);
+        report_unknown_roles(&authorizer);
+        self.current.store(Arc::new(authorizer));
+        generation
+    }
+
+    fn lock_roles(&self) -> std::sync::MutexGuard<'_, RoleSet> {
+        self.roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The generation in force.
@@ -92,6 +112,42 @@ impl PolicyHandle {
     pub fn grant_count(&self) -> usize {
         self.current.load().grants().count()
     }
+}
+
+/// The authorizer of `grants` with `roles`. A namespace grant whose role is no role of `roles`
+/// but a Role of its namespace (kept in `roles` as `<namespace>/<name>`, a name no ClusterRole
+/// can have) is decided with that Role, as the apiserver does with the RoleBinding the
+/// reconcile makes for it.
+fn build_authorizer(
+    destination: &str,
+    grants: &[Grant],
+    roles: &RoleSet,
+    generation: u64,
+) -> Authorizer {
+    let namespaced = |grant: &Grant| {
+        let namespace = grant.resource.namespace.as_deref()?;
+        if roles.contains(&grant.role) {
+            return None;
+        }
+        let qualified = format!("{namespace}/{}", grant.role);
+        roles.contains(&qualified).then_some(qualified)
+    };
+    let grants: std::borrow::Cow<'_, [Grant]> = if grants.iter().any(|g| namespaced(g).is_some()) {
+        grants
+            .iter()
+            .map(|grant| match namespaced(grant) {
+                Some(role) => Grant {
+                    role,
+                    ..grant.clone()
+                },
+                None => grant.clone(),
+            })
+            .collect::<Vec<_>>()
+            .into()
+    } else {
+        grants.into()
+    };
+    Authorizer::new(destination, &grants, roles, generation).with_authenticated_roles(roles)
 }
 
 fn report_unknown_roles(authorizer: &Authorizer) {

@@ -10,7 +10,8 @@
 //! - an **object store** for every resource of that discovery (namespaces `default`,
 //!   `kube-system`, `kube-public`, `kube-node-lease` exist from the start): get, list (label and
 //!   field selectors, `limit`/`continue`), create, update (409 on a stale `resourceVersion`),
-//!   patch (merge, JSON, strategic, server-side apply as create-or-merge), delete,
+//!   patch (merge, JSON, strategic, server-side apply as create-or-merge), delete (with the
+//!   uid and `resourceVersion` preconditions of its `DeleteOptions`),
 //!   deletecollection, and the `status` subresource. `kubectl get` gets `Table`s;
 //! - **watch** (`?watch=true`): newline-delimited JSON events, resumable from a
 //!   `resourceVersion`, with `timeoutSeconds`, ending when the client goes away;
@@ -989,6 +990,7 @@ fn object_request(
         }
         Method::DELETE => {
             check_verb(target, "delete")?;
+            check_preconditions(info, &store.get(info, namespace, name)?, context)?;
             let deleted = store.delete(info, namespace, name)?;
             if info.group.is_empty() && matches!(info.resource.as_str(), "pods" | "namespaces") {
                 Ok(object_response(StatusCode::OK, info, deleted, context))
@@ -1005,6 +1007,28 @@ fn object_request(
             &info.resource,
         )),
     }
+}
+
+/// The `preconditions` (uid, `resourceVersion`) of a delete's `DeleteOptions` body: a 409
+/// `Conflict` when the stored object is not the one the client meant.
+fn check_preconditions(
+    info: &ResourceInfo,
+    current: &Value,
+    context: &Context,
+) -> Result<(), Status> {
+    if context.body.is_empty() {
+        return Ok(());
+    }
+    let options = parse_body(context)?;
+    let name = current["metadata"]["name"].as_str().unwrap_or_default();
+    for (field, key) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
+        if let Some(wanted) = options["preconditions"][key].as_str()
+            && current["metadata"][field].as_str() != Some(wanted)
+        {
+            return Err(Status::conflict(&info.resource, &info.group, name));
+        }
+    }
+    Ok(())
 }
 
 fn apply_patch(
