@@ -191,6 +191,78 @@ impl OidcProvider {
         }
     }
 
+    /// Signs `user` in at the provider the way a browser opened at `authorize_url` would (an
+    /// authorization URL that someone else, such as `infra login`, built): follows the
+    /// provider's redirects with a fresh cookie jar, posts its login form, and stops at the first
+    /// redirect that leaves the provider. Answers that redirect's URL (the client's callback,
+    /// with `code` and `state`, or `error`), without visiting it.
+    pub async fn sign_in(&self, authorize_url: &str, user: &str, password: &str) -> Url {
+        match self.follow_away(authorize_url, user, password).await {
+            Ok(url) => url,
+            Err(error) => panic!(
+                "signing {user} in at the OIDC provider from {authorize_url}: {error:#}\nthe provider's stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    async fn follow_away(&self, authorize_url: &str, user: &str, password: &str) -> Result<Url> {
+        let browser = http_client(&self.ca, true)?;
+        let issuer = Url::parse(&self.issuer).context("the issuer is a URL")?;
+        let mut url = Url::parse(authorize_url).context("the authorization URL")?;
+        let mut response = browser
+            .get(url.clone())
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let mut logged_in = false;
+        for _ in 0..MAX_STEPS {
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| anyhow!("{status} from {url} without a Location"))?;
+                let next = url
+                    .join(location)
+                    .with_context(|| format!("{url} redirected to {location:?}"))?;
+                if next.origin() != issuer.origin() {
+                    return Ok(next);
+                }
+                url = next;
+                response = browser
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .with_context(|| format!("GET {url}"))?;
+                continue;
+            }
+            let body = response
+                .text()
+                .await
+                .with_context(|| format!("reading {url}"))?;
+            if status == StatusCode::UNAUTHORIZED && body.contains("Invalid email or password") {
+                bail!("the provider refused the password of {user}");
+            }
+            ensure!(status == StatusCode::OK, "{url} answered {status}: {body}");
+            ensure!(!logged_in, "the provider asked for the login a second time");
+            let action =
+                form_action(&body).ok_or_else(|| anyhow!("{url} shows no form to post: {body}"))?;
+            url = url
+                .join(&action)
+                .with_context(|| format!("the form of {url} posts to {action:?}"))?;
+            response = browser
+                .post(url.clone())
+                .form(&[("login", user), ("password", password)])
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            logged_in = true;
+        }
+        bail!("no redirect away from the provider after {MAX_STEPS} steps (last: {url})")
+    }
+
     /// How many times the provider's JWKS has been fetched (`GET /jwks`), by anyone.
     pub async fn jwks_requests(&self) -> u64 {
         let url = format!("{}/test/jwks-count", self.issuer);

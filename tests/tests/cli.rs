@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use infra_tests::control::{ADMIN_PASSWORD, ControlHarness};
-use infra_tests::proxy::{DESTINATION, wait_for};
+use infra_tests::control::{ADMIN_PASSWORD, ControlHarness, Options};
+use infra_tests::oidc::{INFRA_TEST, OidcProvider};
+use infra_tests::proxy::{DESTINATION, make_executable, wait_for};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -431,6 +432,148 @@ async fn an_expiring_grant_lapses() {
     wait_for(|| async {
         let out = suzie.kubectl(&["get", "pods", "-n", "default"]).await;
         (out.code != 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_through_an_oidc_provider_in_the_browser() {
+    let provider = OidcProvider::start().await;
+    let h = ControlHarness::start_with(
+        POLICY,
+        Options {
+            provider_ca_file: Some(provider.ca_file().into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    // The admin adds the provider and gives its Engineering group view on the destination.
+    let admin = Person::new();
+    admin.login(&h, "admin", ADMIN_PASSWORD).await.ok();
+    admin
+        .infra_with(
+            &[
+                "providers",
+                "add",
+                "example",
+                "--url",
+                provider.issuer(),
+                "--client-id",
+                INFRA_TEST.id,
+                "--client-secret-stdin",
+            ],
+            &[],
+            &format!("{}\n", INFRA_TEST.secret),
+        )
+        .await
+        .ok();
+    admin
+        .infra(&[
+            "grants",
+            "add",
+            "-g",
+            "Engineering",
+            DESTINATION,
+            "--role",
+            "view",
+        ])
+        .await
+        .ok();
+
+    // Suzie's "browser" writes down the URL it was asked to open.
+    let suzie = Person::new();
+    let opened = suzie.dir.path().join("browser-url");
+    let browser = suzie.dir.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" > '{0}.tmp' && mv '{0}.tmp' '{0}'\n",
+            opened.display()
+        ),
+    )
+    .expect("write the browser script");
+    make_executable(&browser);
+    let ca = suzie.dir.path().join("ca.pem");
+    std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
+    let mut login = suzie
+        .command(
+            &infra_binary(),
+            &[
+                "login",
+                &h.control_url(),
+                "--tls-trusted-cert",
+                ca.to_str().expect("utf-8 path"),
+                "--provider",
+                "example",
+                "--non-interactive",
+            ],
+            &[("BROWSER", browser.to_str().expect("utf-8 path"))],
+        )
+        .spawn()
+        .expect("infra login starts");
+    drop(login.stdin.take());
+
+    let authorize_url = wait_for(|| async {
+        std::fs::read_to_string(&opened)
+            .ok()
+            .map(|url| url.trim().to_owned())
+    })
+    .await;
+    assert!(
+        authorize_url.starts_with(&format!("{}/", provider.issuer())),
+        "the browser is sent to the provider: {authorize_url}"
+    );
+    // At the provider: suzie signs in; it sends the browser back to the CLI's loopback listener.
+    let callback = provider
+        .sign_in(
+            &authorize_url,
+            infra_tests::oidc::SUZIE.0,
+            infra_tests::oidc::SUZIE.1,
+        )
+        .await;
+    assert_eq!(callback.scheme(), "http", "{callback}");
+    assert_eq!(callback.host_str(), Some("127.0.0.1"), "{callback}");
+    assert_eq!(callback.path(), "/callback", "{callback}");
+    let page = reqwest::get(callback.clone())
+        .await
+        .expect("the CLI's loopback listener answers");
+    assert_eq!(page.status(), 200, "{callback}");
+    let page = page.text().await.expect("page");
+    assert!(page.contains("You are logged in"), "{page}");
+
+    let out = tokio::time::timeout(Duration::from_mins(1), login.wait_with_output())
+        .await
+        .expect("infra login finishes after the callback")
+        .expect("infra login ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Logging in with example"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Logged in as {SUZIE}")),
+        "{stderr}"
+    );
+
+    let me = suzie.infra(&["whoami", "-o", "json"]).await.ok();
+    let me: Value = serde_json::from_str(&me.stdout).expect("whoami JSON");
+    assert_eq!(me["name"], SUZIE);
+    assert!(
+        me["groups"]
+            .as_array()
+            .expect("groups")
+            .contains(&json!("Engineering")),
+        "the provider's groups: {me}"
+    );
+    // Her group's grant: the destination is listed, and kubectl reaches it.
+    let list = suzie.infra(&["list"]).await.ok();
+    assert!(
+        list.stdout.contains(DESTINATION) && list.stdout.contains("view"),
+        "{}",
+        list.stdout
+    );
+    suzie.infra(&["use", DESTINATION]).await.ok();
+    wait_for(|| async {
+        let out = suzie.kubectl(&["get", "pods", "-n", "default"]).await;
+        (out.code == 0).then_some(())
     })
     .await;
 }
