@@ -128,8 +128,9 @@ async fn choose_trust(ctx: &Ctx, config: &Config, url: &str, args: &LoginArgs) -
     let host = parsed.host_str().unwrap_or_default().to_owned();
     let port = parsed.port().unwrap_or(443);
     let probe = tls::probe(&host, port, &candidate).await?;
-    let Err(why) = probe.verdict else {
-        return Ok(candidate);
+    let why = match &probe.verdict {
+        Ok(()) => return Ok(candidate),
+        Err(error) => tls::untrusted_reason(error),
     };
     let cert = probe
         .chain

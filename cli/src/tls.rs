@@ -353,6 +353,26 @@ pub async fn probe(host: &str, port: u16, trust: &Trust) -> Result<Probe> {
     })
 }
 
+/// Why a certificate was not accepted, in words for the person deciding whether to trust it.
+pub fn untrusted_reason(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(error) = error else {
+        return error.to_string();
+    };
+    match error {
+        C::UnknownIssuer => "it is signed by an unknown certificate authority".to_owned(),
+        C::Expired | C::ExpiredContext { .. } => "it has expired".to_owned(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "it is not issued for this server's name".to_owned()
+        }
+        C::BadSignature => "its signature does not verify".to_owned(),
+        C::Revoked => "it has been revoked".to_owned(),
+        C::Other(other) => other.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// A certificate described for a person deciding whether to trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
@@ -422,6 +442,30 @@ impl std::fmt::Display for Description {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_read_as_words() {
+        let invalid = |e| rustls::Error::InvalidCertificate(e);
+        assert_eq!(
+            untrusted_reason(&invalid(rustls::CertificateError::UnknownIssuer)),
+            "it is signed by an unknown certificate authority"
+        );
+        assert_eq!(
+            untrusted_reason(&invalid(rustls::CertificateError::Expired)),
+            "it has expired"
+        );
+        let mismatch = invalid(rustls::CertificateError::Other(rustls::OtherError(
+            Arc::new(FingerprintMismatch {
+                expected: "ab".repeat(32),
+                got: "cd".repeat(32),
+            }),
+        )));
+        assert!(
+            untrusted_reason(&mismatch).starts_with("the server's certificate has SHA-256"),
+            "{}",
+            untrusted_reason(&mismatch)
+        );
+    }
 
     #[test]
     fn fingerprints_parse_with_or_without_colons() {

@@ -149,12 +149,12 @@ pub struct Prompter {
 }
 
 impl Prompter {
-    /// Fails with a hint when a prompt for `what` cannot be shown.
+    /// Fails with a hint when the prompt `what` cannot be shown.
     pub fn check(self, what: &str, flag_hint: &str) -> Result<()> {
         if self.non_interactive {
             return Err(hint(
                 usage(format!(
-                    "{what} is needed, and --non-interactive forbids asking"
+                    "the question {what:?} needs an answer, and --non-interactive forbids asking"
                 )),
                 flag_hint.to_owned(),
             ));
@@ -162,7 +162,7 @@ impl Prompter {
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
             return Err(hint(
                 usage(format!(
-                    "{what} is needed, and there is no terminal to ask on"
+                    "the question {what:?} needs an answer, and there is no terminal to ask on"
                 )),
                 flag_hint.to_owned(),
             ));
