@@ -14,8 +14,10 @@ use std::time::SystemTime;
 /// The resource name that governs the control API itself.
 pub const CONTROL_RESOURCE: &str = "infra";
 
-/// Roles that mean something on the [`CONTROL_RESOURCE`].
-pub const CONTROL_ROLES: [&str; 2] = ["admin", "view"];
+/// Roles that mean something on the [`CONTROL_RESOURCE`]: `admin` changes anything, `view` reads
+/// everything, `connector` lets a proxy of another cluster register its destination and receive
+/// the policy of it.
+pub const CONTROL_ROLES: [&str; 3] = ["admin", "view", "connector"];
 
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -222,6 +222,7 @@ fn token_setup(alg: SigningAlgorithm) -> (Verifier, String) {
         groups: &groups,
         audience: DESTINATION,
         ttl: Duration::from_mins(5),
+        session: None,
     };
     let issued = issuer.issue(&request, at(T0)).expect("a token");
     (verifier, issued.token.expose().to_owned())

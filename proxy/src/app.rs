@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::Proxy;
 use crate::policy::{self, PolicyHandle, Reloader};
 use crate::server::{self, Drain, Limits};
+use crate::streams::Streams;
+use crate::sync::SyncState;
 use crate::tls::{self, CertResolver, CertSource};
 use crate::upstream::{self, PoolSettings, Upstream};
 
@@ -69,6 +71,7 @@ pub fn issuers(
                 username_claim: "name".into(),
                 ..ClaimMapping::default()
             },
+            sessions: None,
         });
     }
     if let Some(url) = &args.oidc_issuer_url {
@@ -89,6 +92,7 @@ pub fn issuers(
                 groups_claim: args.oidc_groups_claim.clone(),
                 groups_prefix: args.oidc_groups_prefix.clone(),
             },
+            sessions: None,
         });
     }
     if issuers.is_empty() && control.control_listen.is_none() {
@@ -111,39 +115,51 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         path => Sink::File(PathBuf::from(path)),
     };
 
-    let loaded = policy::load(&args.policy).map_err(|errors| {
-        anyhow!(
-            "the policy file has errors:\n{}",
-            errors.to_string().trim_end()
-        )
-    })?;
+    if args.control.control_url.is_some() && args.policy.is_some() {
+        bail!(
+            "with --control-url the policy comes from that control plane: give the policy file to the control plane, not to this proxy"
+        );
+    }
+    let loaded = match &args.policy {
+        Some(path) => policy::load(path).map_err(|errors| {
+            anyhow!(
+                "the policy file has errors:\n{}",
+                errors.to_string().trim_end()
+            )
+        })?,
+        None => infra_authz::policy::Policy::default(),
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let control = match args.control.control_listen {
         Some(listen) => Some(start_control(&args, listen, &loaded, Arc::clone(&clock)).await?),
         None => None,
     };
-    let grants = match &control {
-        Some(plane) => plane.grants().await?,
-        None => loaded.grants.clone(),
-    };
-    if let Some(plane) = &control {
-        issuer_configs.push(IssuerConfig {
-            issuer: plane.issuer().to_owned(),
-            audience: args.destination.clone(),
-            keys: KeySource::Control(Arc::clone(plane)),
-            mapping: ClaimMapping {
-                username_claim: "name".into(),
-                ..ClaimMapping::default()
-            },
-        });
-    }
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     let handle = Arc::new(PolicyHandle::new(
         &args.destination,
-        &grants,
+        &loaded.grants,
         RoleSet::builtin(),
     ));
+    let (sync, remote) = start_sync(&args, control.as_ref(), &handle).await?;
+    if let Some(sync) = &sync {
+        let issuer = match (&control, &remote) {
+            (Some(plane), _) => plane.issuer().to_owned(),
+            (None, Some(remote)) => remote.control_url.trim_end_matches('/').to_owned(),
+            (None, None) => bail!("a policy snapshot without a control plane"),
+        };
+        issuer_configs.push(IssuerConfig {
+            issuer,
+            audience: args.destination.clone(),
+            keys: KeySource::Snapshot(Arc::clone(sync)),
+            // Infra's tokens name the user in `name` and the groups in `groups`.
+            mapping: ClaimMapping {
+                username_claim: "name".into(),
+                ..ClaimMapping::default()
+            },
+            sessions: Some(sync.sessions()),
+        });
+    }
     metrics.policy_generation.set(1);
     readiness.set("policy", Ok(()));
 
@@ -200,16 +216,27 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
 
     resolver.spawn_reloader(Duration::from_secs(5));
     authn.spawn_refresher(Duration::from_secs(5));
-    let mut reloader = Reloader::new(
-        args.policy.clone(),
-        Arc::clone(&handle),
-        Arc::clone(&readiness),
-        Arc::clone(&metrics),
-    );
-    if let Some(plane) = &control {
-        reloader = reloader.with_control(Arc::clone(plane));
+    if let Some(path) = &args.policy {
+        let mut reloader = Reloader::new(
+            path.clone(),
+            Arc::clone(&handle),
+            Arc::clone(&readiness),
+            Arc::clone(&metrics),
+        );
+        if let Some(plane) = &control {
+            reloader = reloader.with_control(Arc::clone(plane));
+        }
+        reloader.spawn(Duration::from_secs(1));
     }
-    reloader.spawn(Duration::from_secs(1));
+    if let Some(sync) = &sync
+        && remote.is_some()
+    {
+        spawn_staleness_reports(
+            Arc::clone(sync),
+            Arc::clone(&readiness),
+            Arc::clone(&metrics),
+        );
+    }
     spawn_readiness_probes(
         Arc::clone(&upstream),
         Arc::clone(&authn),
@@ -221,6 +248,13 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         Arc::clone(&metrics),
     ));
 
+    let streams = Arc::new(Streams::default());
+    streams.spawn_rechecks(
+        Arc::clone(&authn),
+        Arc::clone(&handle),
+        Arc::clone(&clock),
+        Duration::from_secs(5),
+    );
     let proxy = Arc::new(Proxy {
         destination: args.destination.clone(),
         authn,
@@ -229,6 +263,8 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         audit,
         metrics,
         clock,
+        sync: sync.clone(),
+        streams,
     });
     let drain = Drain::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
@@ -257,6 +293,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         spawn_control_sync(
             Arc::clone(plane),
             Arc::clone(&proxy.policy),
+            sync.clone().ok_or_else(|| anyhow!("no snapshot state"))?,
             NewDestination {
                 name: args.destination.clone(),
                 url: public_url,
@@ -266,6 +303,15 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         )
         .await?;
         tracing::info!(address = ?control_address, "control API serving");
+    }
+    if let (Some(sync), Some(mut remote)) = (&sync, remote) {
+        remote.public_url = args
+            .control
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{address}"));
+        remote.serving_ca_pem = resolver.leaf_pem();
+        crate::sync::spawn_remote(remote, Arc::clone(sync), Arc::clone(&proxy.policy))?;
     }
     tracing::info!(%address, %admin_address, destination = %args.destination, "infra-proxy serving");
     Ok(Running {
@@ -344,7 +390,7 @@ async fn start_control(
     config
         .admin_password_file
         .clone_from(&control.admin_password_file);
-    config.policy_path = Some(args.policy.clone());
+    config.policy_path.clone_from(&args.policy);
     config.redirect_uris.clone_from(&control.oidc_redirect_uris);
     config
         .provider_ca_file
@@ -385,8 +431,33 @@ async fn control_response(
         Err(never) => match never {},
     };
     let (parts, body) = response.into_parts();
-    // Control answers are small JSON documents: collect them, so the body type matches the
-    // proxy's.
+    let streaming = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-ndjson"));
+    if streaming {
+        // The sync stream: pass each chunk on as it comes, for as long as it lasts.
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        tokio::spawn(async move {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Ok(data) = frame.into_data()
+                    && tx.send(data).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|data| (Ok::<_, hyper::Error>(hyper::body::Frame::data(data)), rx))
+        });
+        return http::Response::from_parts(parts, http_body_util::StreamBody::new(frames).boxed());
+    }
+    // Other control answers are small JSON documents: collect them, so the body type matches
+    // the proxy's.
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
@@ -402,11 +473,12 @@ async fn control_response(
     )
 }
 
-/// Keeps the proxy's grants in step with the control plane, registers this destination, and
-/// heartbeats it.
+/// Keeps the proxy's snapshot in step with the control plane in this process, registers this
+/// destination, and heartbeats it.
 async fn spawn_control_sync(
     plane: Arc<ControlPlane>,
     handle: Arc<PolicyHandle>,
+    sync: Arc<SyncState>,
     destination: NewDestination,
 ) -> Result<()> {
     let now = plane.now();
@@ -417,17 +489,23 @@ async fn spawn_control_sync(
         .context("registering this destination")?;
     let mut changes = plane.subscribe();
     let publisher = Arc::clone(&plane);
+    let name = destination.name.clone();
     tokio::spawn(async move {
         loop {
-            match publisher.grants().await {
-                Ok(grants) => {
-                    let generation = handle.replace(&grants);
-                    tracing::debug!(generation, "grants from the control plane in force");
+            changes.mark_unchanged();
+            match publisher.snapshot(&name).await {
+                Ok(snapshot) => {
+                    sync.apply(&snapshot, &handle);
+                    tracing::debug!(generation = snapshot.generation, "snapshot in force");
                 }
-                Err(error) => tracing::error!(%error, "reading grants from the store failed"),
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "building the policy snapshot failed"
+                ),
             }
-            // A grant that expires must stop counting even without a change: re-read each
-            // 10 s as well (the decision cache already treats expired grants as gone).
+            // Expiring grants and sessions must stop counting even without a change, and a
+            // token newer than the snapshot is judged once a newer snapshot exists: rebuild
+            // every 10 s as well.
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
                 () = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -486,4 +564,91 @@ async fn probe(upstream: &Upstream) -> Result<(), String> {
     } else {
         Err(format!("GET /version answered {}", response.status()))
     }
+}
+
+/// The snapshot state of this proxy: in the control plane's process, synced from a remote one
+/// (with the saved snapshot put in force at once), or none (policy from the file only).
+async fn start_sync(
+    args: &ServeArgs,
+    control: Option<&Arc<ControlPlane>>,
+    handle: &Arc<PolicyHandle>,
+) -> Result<(Option<Arc<SyncState>>, Option<crate::sync::Remote>)> {
+    if let Some(plane) = control {
+        let sync = SyncState::in_process();
+        let snapshot = plane.snapshot(&args.destination).await?;
+        sync.apply(&snapshot, handle);
+        return Ok((Some(sync), None));
+    }
+    let Some(url) = &args.control.control_url else {
+        return Ok((None, None));
+    };
+    if !url.starts_with("https://") {
+        bail!("--control-url must be an https URL, not {url:?}");
+    }
+    let access_key = match (
+        &args.control.access_key_file,
+        std::env::var("INFRA_ACCESS_KEY"),
+    ) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the access key file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(key)) => key.trim().to_owned(),
+        (None, Err(_)) => bail!(
+            "--control-url needs an access key: --access-key-file or INFRA_ACCESS_KEY (a key of a user with role connector on infra)"
+        ),
+    };
+    let ca_pem = match &args.control.control_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the control CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let sync = SyncState::remote(
+        args.control.snapshot_file.clone(),
+        Duration::from_secs(args.control.staleness_seconds),
+    );
+    if let Some(snapshot) = sync.load()? {
+        if snapshot.destination == args.destination {
+            sync.apply(&snapshot, handle);
+            // The snapshot was saved when the control plane was last heard from.
+            let saved = std::fs::metadata(&args.control.snapshot_file)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            sync.contact(saved);
+            tracing::info!(
+                generation = snapshot.generation,
+                "serving the saved policy snapshot until the control plane answers"
+            );
+        } else {
+            tracing::warn!(saved = %snapshot.destination, "the saved snapshot is of another destination; ignoring it");
+        }
+    }
+    let remote = crate::sync::Remote {
+        control_url: url.clone(),
+        access_key: infra_authz::policy::Secret::new(access_key),
+        ca_pem,
+        destination: args.destination.clone(),
+        public_url: String::new(),
+        serving_ca_pem: String::new(),
+    };
+    Ok((Some(sync), Some(remote)))
+}
+
+/// Shows a proxy-only proxy's distance from its control plane in /readyz and a metric.
+fn spawn_staleness_reports(sync: Arc<SyncState>, readiness: Arc<Readiness>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now();
+            readiness.set("control-plane", sync.refuse_reason(now).map_or(Ok(()), Err));
+            metrics.snapshot_age.set(
+                sync.age(now)
+                    .map_or(-1, |age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+            );
+        }
+    });
 }

@@ -24,8 +24,8 @@ use infra_authz::token::{
     ClaimMapping, Jwk, Jwks, TokenCache, TokenCacheConfig, TokenError, Verifier,
 };
 
-use crate::control::ControlPlane;
 use crate::metrics::Metrics;
+use crate::sync::{Sessions, SyncState};
 
 /// The least time between two key fetches of one issuer, when tokens name unknown keys.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -39,8 +39,8 @@ pub enum KeySource {
     Url(String),
     /// OpenID Connect discovery of this issuer URL.
     Discovery(String),
-    /// The control plane in this process.
-    Control(Arc<ControlPlane>),
+    /// The policy snapshot of Infra's control plane (in this process, or synced from it).
+    Snapshot(Arc<SyncState>),
 }
 
 /// One trusted issuer.
@@ -54,6 +54,16 @@ pub struct IssuerConfig {
     pub keys: KeySource,
     /// How its claims become a user and groups.
     pub mapping: ClaimMapping,
+    /// For Infra's control plane: the live sessions and current groups of its users.
+    pub sessions: Option<Arc<ArcSwap<Sessions>>>,
+}
+
+/// What a verified token says, kept in the token cache.
+#[derive(Debug)]
+struct Verified {
+    identity: Identity,
+    session: Option<String>,
+    issued_at: u64,
 }
 
 #[derive(Debug)]
@@ -61,7 +71,8 @@ struct Issuer {
     config: IssuerConfig,
     verifier: ArcSwap<Option<Verifier>>,
     /// Verified tokens, each with the identity built from it once.
-    cache: TokenCache<Identity>,
+    /// Verified tokens: the identity built from each once, and its session claim.
+    cache: TokenCache<Verified>,
     last_fetch: Mutex<Option<Instant>>,
     /// The public keys the verifier in force trusts, sorted by kid.
     keys_in_force: Mutex<Vec<Jwk>>,
@@ -81,6 +92,9 @@ pub enum AuthnError {
     /// The token did not verify.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The session the token was traded for has ended (logout, a deleted key or user).
+    #[error("the session of the token has ended")]
+    SessionEnded,
 }
 
 /// Verifies bearer tokens against the trusted issuers.
@@ -138,12 +152,7 @@ impl Authenticator {
         for issuer in &this.issuers {
             match this.refresh(issuer).await {
                 Ok(()) => {}
-                Err(error)
-                    if matches!(
-                        issuer.config.keys,
-                        KeySource::File(_) | KeySource::Control(_)
-                    ) =>
-                {
+                Err(error) if matches!(issuer.config.keys, KeySource::File(_)) => {
                     return Err(error);
                 }
                 Err(error) => {
@@ -178,7 +187,7 @@ impl Authenticator {
                 for issuer in &this.issuers {
                     let due = matches!(
                         issuer.config.keys,
-                        KeySource::File(_) | KeySource::Control(_)
+                        KeySource::File(_) | KeySource::Snapshot(_)
                     ) || issuer.verifier.load().is_none();
                     if due && let Err(error) = this.refresh(issuer).await {
                         tracing::warn!(issuer = %issuer.config.issuer, error = format!("{error:#}"), "cannot refresh the issuer's keys");
@@ -194,7 +203,11 @@ impl Authenticator {
                 .await
                 .with_context(|| format!("reading JWKS file {}", path.display()))?,
             KeySource::Url(url) => self.get_text(url).await?,
-            KeySource::Control(plane) => return Ok(plane.jwks()),
+            KeySource::Snapshot(state) => {
+                return state
+                    .jwks()
+                    .ok_or_else(|| anyhow!("no policy snapshot from the control plane yet"));
+            }
             KeySource::Discovery(base) => {
                 let url = format!(
                     "{}/.well-known/openid-configuration",
@@ -323,9 +336,25 @@ impl Authenticator {
             token,
             &issuer.config.audience,
             now,
-            |claims| Identity::new(claims.user, claims.groups),
+            |claims| Verified {
+                identity: Identity::new(claims.user, claims.groups),
+                session: claims.session,
+                issued_at: claims.issued_at.unwrap_or(0),
+            },
         )?;
-        Ok((Identity::clone(&identity), hit))
+        // Infra's own tokens: believe the snapshot, not the token, about the session and groups.
+        if let Some(sessions) = &issuer.config.sessions {
+            return sessions
+                .load()
+                .identity(
+                    identity.session.as_deref(),
+                    &identity.identity,
+                    identity.issued_at,
+                )
+                .map(|identity| (identity, hit))
+                .ok_or(AuthnError::SessionEnded);
+        }
+        Ok((identity.identity.clone(), hit))
     }
 
     /// The issuer a token claims, when several are configured; the only one otherwise. Reading

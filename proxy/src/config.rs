@@ -66,9 +66,9 @@ pub struct ServeArgs {
     pub admin_listen: SocketAddr,
 
     /// The policy file (access as code). Re-read when it changes; a broken file keeps the last
-    /// good policy in force.
-    #[arg(long, env = "INFRA_POLICY")]
-    pub policy: PathBuf,
+    /// good policy in force. Not with --control-url: then policy comes from the control plane.
+    #[arg(long, env = "INFRA_POLICY", required_unless_present = "control_url")]
+    pub policy: Option<PathBuf>,
 
     /// Kubeconfig for the apiserver. Without it, the in-cluster service account is used.
     #[arg(long, env = "INFRA_KUBECONFIG")]
@@ -171,6 +171,34 @@ pub struct ControlArgs {
     /// Extra CA certificates (PEM) to trust for identity providers.
     #[arg(long, env = "INFRA_PROVIDER_CA_FILE")]
     pub provider_ca_file: Option<PathBuf>,
+
+    /// Proxy-only mode: take policy and token keys from the control plane at this URL (another
+    /// cluster's `--control-public-url`), registering this destination there.
+    #[arg(long, env = "INFRA_CONTROL_URL", conflicts_with = "control_listen")]
+    pub control_url: Option<String>,
+
+    /// The access key (`<id>.<secret>`) of a user with role `connector` on `infra`, for
+    /// --control-url. Alternatively put the key itself in `INFRA_ACCESS_KEY`.
+    #[arg(long, env = "INFRA_ACCESS_KEY_FILE")]
+    pub access_key_file: Option<PathBuf>,
+
+    /// Extra CA certificates (PEM) to trust for --control-url.
+    #[arg(long, env = "INFRA_CONTROL_CA_FILE")]
+    pub control_ca_file: Option<PathBuf>,
+
+    /// Where a proxy-only proxy keeps the last policy snapshot (mode 0600), to start and serve
+    /// while the control plane is down.
+    #[arg(
+        long,
+        env = "INFRA_SNAPSHOT_FILE",
+        default_value = "infra-snapshot.json"
+    )]
+    pub snapshot_file: PathBuf,
+
+    /// After this many seconds without a word from the control plane, a proxy-only proxy
+    /// refuses requests (503) rather than decide with stale policy.
+    #[arg(long, env = "INFRA_STALENESS", default_value_t = 900)]
+    pub staleness_seconds: u64,
 
     /// A redirect URI (exact) OIDC logins may use besides loopback ones. Repeatable.
     #[arg(

@@ -28,5 +28,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod server;
 pub mod status;
+pub mod streams;
+pub mod sync;
 pub mod tls;
 pub mod upstream;

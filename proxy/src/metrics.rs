@@ -50,6 +50,10 @@ pub struct Metrics {
     /// Grants of this destination naming a role that exists nowhere (not built in, no
     /// ClusterRole of the cluster, no Role of the grant's namespace).
     pub grants_unknown_role: Gauge,
+    /// Seconds since the control plane was last heard from (proxy-only mode; -1: never).
+    pub snapshot_age: Gauge,
+    /// Long-running streams closed because their user lost access.
+    pub streams_revoked: Counter,
 }
 
 impl Default for Metrics {
@@ -131,6 +135,18 @@ impl Metrics {
             "Grants naming a role that exists nowhere in the cluster",
             grants_unknown_role.clone(),
         );
+        let snapshot_age = Gauge::default();
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the control plane was last heard from (-1: never, or not synced)",
+            snapshot_age.clone(),
+        );
+        let streams_revoked = Counter::default();
+        registry.register(
+            "streams_revoked",
+            "Long-running streams closed because their user lost access",
+            streams_revoked.clone(),
+        );
         Self {
             registry,
             requests,
@@ -143,6 +159,8 @@ impl Metrics {
             policy_generation,
             reconcile_errors,
             grants_unknown_role,
+            snapshot_age,
+            streams_revoked,
         }
     }
 

@@ -19,6 +19,8 @@ use crate::headers;
 use crate::metrics::{GaugeGuard, Metrics, RequestLabels};
 use crate::policy::PolicyHandle;
 use crate::status::Refusal;
+use crate::streams::{self, Registration, Streams};
+use crate::sync::SyncState;
 use crate::upstream::{self, Body, Upstream};
 
 /// Everything a request needs, shared by all connections.
@@ -38,6 +40,11 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// The clock for token and grant expiry.
     pub clock: Arc<dyn Clock>,
+    /// The snapshot state, when policy comes from Infra's control plane: a proxy that syncs
+    /// from afar refuses to decide on stale policy.
+    pub sync: Option<Arc<SyncState>>,
+    /// Open long-running requests, closed when their user loses access.
+    pub streams: Arc<Streams>,
 }
 
 /// What the pipeline learned, for the audit line and metrics.
@@ -165,6 +172,11 @@ impl Proxy {
         trail: &mut Trail,
     ) -> Result<Response<Body>, Refusal> {
         let now = self.clock.now();
+        if let Some(sync) = &self.sync
+            && let Some(reason) = sync.refuse_reason(now)
+        {
+            return Err(Refusal::Unavailable(reason));
+        }
 
         // 2. Authenticate.
         let token = headers::bearer_token(request.headers())?;
@@ -200,6 +212,8 @@ impl Proxy {
 
         // 6. Rewrite.
         let upgrade = is_upgrade(&request);
+        let long_running = upgrade || is_long_running(&attrs, request.uri().query());
+        let registration = long_running.then(|| self.streams.register(token, attrs.clone()));
         let credential = self.upstream.credential();
         headers::rewrite(
             request.headers_mut(),
@@ -221,13 +235,12 @@ impl Proxy {
             .uri_for(path_and_query)
             .map_err(|_| Refusal::BadRequest("the request path is not valid".to_owned()))?;
         trail.forwarded = true;
-        let long_running = is_long_running(&attrs, request.uri().query());
         trail.attrs = Some(attrs);
 
         // 7. Forward.
         if upgrade {
             // Upgrades are rare: boxed, so normal requests' futures stay small.
-            return Box::pin(self.forward_upgrade(request)).await;
+            return Box::pin(self.forward_upgrade(request, registration)).await;
         }
         let request = request.map(upstream::boxed);
         let response = self.upstream.send(request).await.map_err(|error| {
@@ -239,10 +252,12 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         headers::clean_response(&mut parts.headers, false);
         parts.version = http::Version::HTTP_11;
-        let body = if long_running {
-            upstream::with_guard(body, GaugeGuard::new(&self.metrics.open_watches))
-        } else {
-            body
+        let body = match registration {
+            Some(registration) => streams::closable(
+                upstream::with_guard(body, GaugeGuard::new(&self.metrics.open_watches)),
+                registration,
+            ),
+            None => body,
         };
         Ok(Response::from_parts(parts, body))
     }
@@ -251,6 +266,7 @@ impl Proxy {
     async fn forward_upgrade(
         &self,
         mut request: Request<Incoming>,
+        registration: Option<Registration>,
     ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
@@ -280,15 +296,27 @@ impl Proxy {
         let gauge = GaugeGuard::new(&self.metrics.open_upgrades);
         tokio::spawn(async move {
             let _gauge = gauge;
+            let mut registration = registration;
             let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
             match (client, upstream) {
                 (Ok(client), Ok(upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    if let Err(error) =
-                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(%error, "upgraded stream ended");
+                    let closed = async {
+                        match registration.as_mut() {
+                            Some(registration) => registration.closed().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                            if let Err(error) = copied {
+                                tracing::debug!(%error, "upgraded stream ended");
+                            }
+                        }
+                        () = closed => {
+                            tracing::info!("closing an upgraded stream: its user lost access");
+                        }
                     }
                 }
                 (client, upstream) => {

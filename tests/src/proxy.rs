@@ -82,7 +82,7 @@ impl Harness {
             tls_cert: Some(cert),
             tls_key: Some(cert_key),
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
-            policy: policy_path.clone(),
+            policy: Some(policy_path.clone()),
             kubeconfig: Some(kubeconfig),
             context: None,
             issuers: issuers(IssuerArgs {
@@ -93,6 +93,7 @@ impl Harness {
             control: ControlArgs::default(),
             audit_log: dir.path().join("audit.log").display().to_string(),
             upstream_max_streams: 100,
+            rbac_reconcile: false,
             shutdown_grace_seconds: 1,
             worker_threads: None,
             log_format: "text".to_owned(),
@@ -136,6 +137,7 @@ impl Harness {
                     groups: &groups,
                     audience: DESTINATION,
                     ttl,
+                    session: None,
                 },
                 at,
             )

@@ -48,7 +48,7 @@ fn kids(plane: &ControlPlane) -> Vec<String> {
 async fn signing_kid(plane: &ControlPlane) -> (String, String) {
     let user = plane.store().get_user("admin").await.expect("admin");
     let issued = plane
-        .issue_token(&user, "testing")
+        .issue_token(&user, "testing", None)
         .await
         .expect("token issued");
     let token = issued.token.expose().to_owned();

@@ -24,6 +24,9 @@ pub struct TokenRequest<'a> {
     pub audience: &'a str,
     /// How long the token is valid, in whole seconds (at least one).
     pub ttl: Duration,
+    /// The id of the session (access key) the token was traded for (`sid`), so that verifiers
+    /// that know the live sessions can refuse a token whose session has ended.
+    pub session: Option<&'a str>,
 }
 
 /// A signed token, as sent in `Authorization: Bearer`. `Debug` never prints it.
@@ -163,6 +166,7 @@ impl Issuer {
             jti: b64url_encode(jti),
             name: request.name.to_owned(),
             groups: request.groups.to_vec(),
+            sid: request.session.map(str::to_owned),
         };
         let header = Header {
             alg: Algorithm::from(self.key.algorithm()).as_str(),

@@ -95,6 +95,7 @@ pub fn request(groups: &[String]) -> TokenRequest<'_> {
         groups,
         audience: AUDIENCE,
         ttl: Duration::from_mins(5),
+        session: None,
     }
 }
 

@@ -147,6 +147,9 @@ pub struct Claims {
     pub name: String,
     /// The user's groups.
     pub groups: Vec<String>,
+    /// The session (access key id) the token was traded for, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// An Infra token whose signature and claims have been checked.
@@ -190,6 +193,10 @@ pub struct TokenIdentity {
     pub exp: u64,
     /// Not before, Unix seconds, if the token has one.
     pub nbf: Option<u64>,
+    /// The `sid` claim (the session the token was traded for), if the token has one.
+    pub session: Option<String>,
+    /// Issued at (`iat`), Unix seconds, if the token says.
+    pub issued_at: Option<u64>,
 }
 
 /// How an external issuer's claims become a Kubernetes user and groups; the same knobs as the
@@ -407,6 +414,11 @@ impl Verifier {
             Some(Value::Array(items)) => string_items(items, "groups")?,
             Some(_) => return Err(TokenError::InvalidClaim("groups".into())),
         };
+        let sid = match claims.get("sid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(sid)) => Some(sid.clone()),
+            Some(_) => return Err(TokenError::InvalidClaim("sid".into())),
+        };
         check_name(&sub)?;
         check_name(&name)?;
         for group in &groups {
@@ -425,6 +437,7 @@ impl Verifier {
                 jti,
                 name,
                 groups,
+                sid,
             },
         })
     }
@@ -471,11 +484,19 @@ impl Verifier {
         for group in &groups {
             check_name(group)?;
         }
+        let session = match claims.get("sid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(sid)) => Some(sid.clone()),
+            Some(_) => return Err(TokenError::InvalidClaim("sid".into())),
+        };
+        let issued_at = time_claim(&claims, "iat")?;
         Ok(TokenIdentity {
             user,
             groups,
             exp,
             nbf,
+            session,
+            issued_at,
         })
     }
 

@@ -65,6 +65,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/destinations"),
     ("put", "/api/destinations/{name}"),
     ("delete", "/api/destinations/{name}"),
+    ("get", "/api/sync/{destination}"),
 ];
 
 /// A destination whose proxy was heard from within this long counts as connected.
@@ -114,6 +115,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             "/api/destinations/{name}",
             put(put_destination).delete(delete_destination),
         )
+        .route("/api/sync/{destination}", get(sync))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(plane)
@@ -357,6 +359,8 @@ struct Caller {
     key: AccessKey,
     groups: Vec<String>,
     access: Access,
+    /// May register destinations and receive their policy (role `connector`, or `admin`).
+    connector: bool,
 }
 
 impl Caller {
@@ -379,6 +383,17 @@ impl Caller {
     fn is(&self, name: &str) -> bool {
         self.user.name == name
     }
+
+    fn require_connector(&self) -> ApiResult<()> {
+        if self.connector || self.access == Access::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "user {:?} needs role \"connector\" (or \"admin\") on resource {CONTROL_RESOURCE:?} for this",
+                self.user.name
+            )))
+        }
+    }
 }
 
 impl FromRequestParts<Arc<ControlPlane>> for Caller {
@@ -399,12 +414,13 @@ impl FromRequestParts<Arc<ControlPlane>> for Caller {
                 other => ApiError::unauthorized(format!("{other}; run `infra login`")),
             })?;
         let groups = plane.store().groups_of(&user.name).await?;
-        let access = control_access(plane, &user.name, &groups).await?;
+        let (access, connector) = control_access(plane, &user.name, &groups).await?;
         Ok(Self {
             user,
             key,
             groups,
             access,
+            connector,
         })
     }
 }
@@ -430,19 +446,25 @@ fn bearer(headers: &HeaderMap) -> ApiResult<Secret> {
 }
 
 /// The caller's role on resource `infra`, from their grants and their groups' grants.
-async fn control_access(plane: &ControlPlane, user: &str, groups: &[String]) -> ApiResult<Access> {
+async fn control_access(
+    plane: &ControlPlane,
+    user: &str,
+    groups: &[String],
+) -> ApiResult<(Access, bool)> {
     let mut access = Access::Own;
+    let mut connector = false;
     for grant in plane.grants().await? {
         if !grant.resource.is_control() || !subject_matches(&grant.subject, user, groups) {
             continue;
         }
+        connector |= grant.role == "connector";
         access = access.max(match grant.role.as_str() {
             "admin" => Access::Admin,
             "view" => Access::View,
             _ => Access::Own,
         });
     }
-    Ok(access)
+    Ok((access, connector))
 }
 
 fn subject_matches(subject: &Subject, user: &str, groups: &[String]) -> bool {
@@ -550,6 +572,7 @@ async fn login(State(plane): Plane, Body(request): Body<LoginRequest>) -> ApiRes
         } => oidc_login(&plane, &state, &code, &code_verifier).await?,
     };
     let (key, secret) = plane.new_session(&user.name).await?;
+    plane.changed();
     Ok(Json(json!({
         "user": user.name,
         "access_key": secret.expose(),
@@ -662,6 +685,7 @@ async fn logout(State(plane): Plane, caller: Caller) -> ApiResult {
         .store()
         .delete_access_key(&caller.user.name, &caller.key.id, plane.now())
         .await?;
+    plane.changed();
     Ok(no_content())
 }
 
@@ -683,7 +707,7 @@ async fn issue_token(
         .map_err(|why| ApiError::bad_request(format!("destination {why}")))?;
     reverify(&plane, &caller.user).await?;
     let issued = plane
-        .issue_token(&caller.user, &request.destination)
+        .issue_token(&caller.user, &request.destination, Some(&caller.key.id))
         .await?;
     let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(issued.claims.exp);
     Ok(
@@ -736,6 +760,7 @@ async fn reverify(plane: &ControlPlane, user: &User) -> ApiResult<()> {
                             .await?;
                     }
                 }
+                plane.changed();
                 return Err(ApiError::unauthorized(format!(
                     "{} no longer accepts your login; run `infra login`",
                     provider.name
@@ -1142,6 +1167,13 @@ async fn create_grant(State(plane): Plane, caller: Caller, Body(new): Body<NewGr
     if expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::bad_request("expires_at is in the past"));
     }
+    if resource.is_control() && !infra_authz::policy::CONTROL_ROLES.contains(&new.role.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "role {:?} means nothing on {CONTROL_RESOURCE:?}; use one of {}",
+            new.role,
+            infra_authz::policy::CONTROL_ROLES.join(", ")
+        )));
+    }
     let grant = Grant {
         subject,
         role: new.role,
@@ -1303,6 +1335,7 @@ async fn create_key(State(plane): Plane, caller: Caller, Body(new): Body<NewKey>
             now,
         )
         .await?;
+    plane.changed();
     let mut value = key_json(&key);
     value["key"] = Value::String(secret.expose().to_owned());
     Ok(created(value))
@@ -1317,6 +1350,7 @@ async fn delete_key(State(plane): Plane, caller: Caller, Path(id): Path<String>)
         .store()
         .delete_access_key(&caller.user.name, &id, plane.now())
         .await?;
+    plane.changed();
     Ok(no_content())
 }
 
@@ -1490,7 +1524,7 @@ async fn put_destination(
     Path(name): Path<String>,
     Body(body): Body<DestinationBody>,
 ) -> ApiResult {
-    caller.require(Access::Admin)?;
+    caller.require_connector()?;
     infra_authz::policy::validate_dns_label(&name)
         .map_err(|why| ApiError::bad_request(format!("destination {why}")))?;
     if !body.url.starts_with("https://") {
@@ -1524,4 +1558,101 @@ async fn delete_destination(
         .delete_destination(&caller.user.name, &name, plane.now())
         .await?;
     Ok(no_content())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+/// How often the sync stream says it is alive when nothing changes.
+const SYNC_HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often it sends the whole snapshot even when nothing changed (expiries, and tokens newer
+/// than the last snapshot).
+const SYNC_REFRESH: Duration = Duration::from_mins(1);
+
+/// The policy of a destination as a stream of JSON lines: a snapshot now and after every change,
+/// heartbeats between. For proxies in other clusters.
+async fn sync(State(plane): Plane, caller: Caller, Path(destination): Path<String>) -> ApiResult {
+    caller.require_connector()?;
+    infra_authz::policy::validate_dns_label(&destination)
+        .map_err(|why| ApiError::bad_request(format!("destination {why}")))?;
+    let first = plane.snapshot(&destination).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let mut changes = plane.subscribe();
+    changes.mark_unchanged();
+    tokio::spawn(async move {
+        let mut next = Some(first);
+        loop {
+            let snapshot = match next.take() {
+                Some(snapshot) => snapshot,
+                None => match plane.snapshot(&destination).await {
+                    Ok(snapshot) => snapshot,
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "building a snapshot failed");
+                        return;
+                    }
+                },
+            };
+            let Some(line) = message_line(&crate::sync::Message::Snapshot(Box::new(snapshot)))
+            else {
+                return;
+            };
+            if tx.send(line).await.is_err() {
+                return;
+            }
+            let refresh_at = tokio::time::Instant::now() + SYNC_REFRESH;
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() { return; }
+                        break;
+                    }
+                    () = tokio::time::sleep(SYNC_HEARTBEAT) => {
+                        if tokio::time::Instant::now() >= refresh_at {
+                            break;
+                        }
+                        if let Ok(known) = plane.store().get_destination(&destination).await {
+                            let _ = plane
+                                .store()
+                                .touch_destination(&destination, &known.version, plane.now())
+                                .await;
+                        }
+                        let Some(line) = message_line(&crate::sync::Message::Heartbeat(
+                            *changes.borrow(),
+                        )) else {
+                            return;
+                        };
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn message_line(message: &crate::sync::Message) -> Option<bytes::Bytes> {
+    match serde_json::to_vec(message) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            Some(line.into())
+        }
+        Err(error) => {
+            tracing::error!(%error, "encoding a sync message failed");
+            None
+        }
+    }
 }

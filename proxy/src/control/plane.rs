@@ -113,6 +113,7 @@ pub struct ControlPlane {
     config: ControlConfig,
     keys: ArcSwap<Keys>,
     changes: watch::Sender<u64>,
+    generation: std::sync::atomic::AtomicU64,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -137,6 +138,7 @@ impl ControlPlane {
             config,
             keys: ArcSwap::from_pointee(keys),
             changes,
+            generation: std::sync::atomic::AtomicU64::new(0),
             clock,
             rng: SystemRandom::new(),
             oidc,
@@ -186,6 +188,56 @@ impl ControlPlane {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// The policy snapshot of `destination` now: its grants, every user's groups, the live
+    /// sessions, and the token keys.
+    pub async fn snapshot(&self, destination: &str) -> Result<crate::sync::Snapshot> {
+        use std::collections::BTreeMap;
+        let now = self.now();
+        let grants = self
+            .grants()
+            .await?
+            .iter()
+            .filter(|g| !g.resource.is_control() && g.resource.destination == destination)
+            .map(crate::sync::WireGrant::from_grant)
+            .collect();
+        let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (user, group) in self.store.memberships().await? {
+            members.entry(user).or_default().push(group);
+        }
+        let sessions = self
+            .store
+            .all_access_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.lapsed(now).is_none())
+            .map(|k| (k.id, k.user))
+            .collect();
+        let jwks = serde_json::from_str(&self.jwks_json()).context("the published keys")?;
+        let millis = u64::try_from(
+            now.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let generation = self
+            .generation
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |last| Some(millis.max(last + 1)),
+            )
+            .map_or(millis, |last| millis.max(last + 1));
+        Ok(crate::sync::Snapshot {
+            generation,
+            destination: destination.to_owned(),
+            issuer: self.config.issuer.clone(),
+            jwks,
+            grants,
+            members,
+            sessions,
+        })
+    }
+
     /// The grants in force at `now` (the file's and the API's).
     pub async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         Ok(self
@@ -197,8 +249,14 @@ impl ControlPlane {
             .collect())
     }
 
-    /// Issues a token for `user` at `destination`, with the user's current groups.
-    pub async fn issue_token(&self, user: &User, destination: &str) -> Result<IssuedToken> {
+    /// Issues a token for `user` at `destination`, with the user's current groups, traded for
+    /// the session (access key) `session`.
+    pub async fn issue_token(
+        &self,
+        user: &User,
+        destination: &str,
+        session: Option<&str>,
+    ) -> Result<IssuedToken> {
         let groups = self.store.groups_of(&user.name).await?;
         let keys = self.keys.load();
         keys.issuer
@@ -209,6 +267,7 @@ impl ControlPlane {
                     groups: &groups,
                     audience: destination,
                     ttl: self.config.token_ttl,
+                    session,
                 },
                 self.now(),
             )
@@ -253,14 +312,17 @@ impl ControlPlane {
             loop {
                 tick.tick().await;
                 match this.rotate_keys().await {
-                    Ok(true) => tracing::info!("token signing keys rotated"),
+                    Ok(true) => {
+                        tracing::info!("token signing keys rotated");
+                        this.changed();
+                    }
                     Ok(false) => {}
                     Err(error) => {
                         tracing::error!(error = format!("{error:#}"), "token key rotation failed");
                     }
                 }
                 match this.store.purge_expired(this.now()).await {
-                    Ok(purged) if purged.grants > 0 => this.changed(),
+                    Ok(purged) if purged.grants > 0 || purged.access_keys > 0 => this.changed(),
                     Ok(_) => {}
                     Err(error) => {
                         tracing::warn!(error = %error, "purging expired grants and keys failed");

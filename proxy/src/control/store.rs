@@ -1372,6 +1372,19 @@ impl Store {
         .await
     }
 
+    /// Every membership, as (user, group) pairs.
+    pub async fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.fetch_all(
+            "SELECT u.name AS user_name, g.name AS group_name FROM group_members m \
+             JOIN user_groups g ON g.id = m.group_id JOIN users u ON u.id = m.user_id \
+             ORDER BY u.name, g.name",
+            None,
+            "list memberships",
+            |r| Ok((r.text("user_name")?, r.text("group_name")?)),
+        )
+        .await
+    }
+
     /// The groups `user` is a member of, by name.
     pub async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
         self.fetch_all(
@@ -1832,6 +1845,21 @@ impl Store {
                 "ORDER BY k.created_at, k.id"
             ),
             Some(user),
+            "list access keys",
+            key_from,
+        )
+        .await
+    }
+
+    /// Every access key of every user.
+    pub async fn all_access_keys(&self) -> Result<Vec<AccessKey>, StoreError> {
+        self.fetch_all(
+            concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM access_keys k JOIN users u ON u.id = k.user_id ORDER BY k.id"
+            ),
+            None,
             "list access keys",
             key_from,
         )

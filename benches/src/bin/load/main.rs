@@ -272,6 +272,7 @@ fn setup(args: &RunArgs) -> Result<Setup> {
                 groups: &groups,
                 audience: DESTINATION,
                 ttl: Duration::from_hours(2),
+                session: None,
             },
             SystemTime::now(),
         )
