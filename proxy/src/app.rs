@@ -174,6 +174,11 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         )
         .await?,
     );
+    let rbac_client = if args.rbac_reconcile {
+        Some(crate::reconcile::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
+    } else {
+        None
+    };
     let cert_source = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => CertSource::Files {
             cert: cert.clone(),
@@ -312,6 +317,14 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             .unwrap_or_else(|| format!("https://{address}"));
         remote.serving_ca_pem = resolver.leaf_pem();
         crate::sync::spawn_remote(remote, Arc::clone(sync), Arc::clone(&proxy.policy))?;
+    }
+    if let Some(client) = rbac_client {
+        crate::reconcile::spawn(
+            client,
+            Arc::clone(&proxy.policy),
+            Arc::clone(&readiness),
+            Arc::clone(&proxy.metrics),
+        );
     }
     tracing::info!(%address, %admin_address, destination = %args.destination, "infra-proxy serving");
     Ok(Running {
