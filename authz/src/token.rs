@@ -48,7 +48,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use cache::{TokenCache, TokenCacheConfig};
-pub use issue::{BearerToken, IssueError, IssuedToken, Issuer, TokenRequest};
+pub use issue::{BearerToken, IssueError, IssuedToken, Issuer, SessionClaim, TokenRequest};
 pub use jwk::{Jwk, JwkError, Jwks, JwksError, TrustedKey};
 pub use keys::{Algorithm, KeyError, PrivateKeyDer, SigningAlgorithm, SigningKey};
 pub use verify::{

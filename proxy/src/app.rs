@@ -95,7 +95,7 @@ pub fn issuers(
             sessions: None,
         });
     }
-    if issuers.is_empty() && control.control_listen.is_none() {
+    if issuers.is_empty() && control.control_listen.is_none() && control.control_url.is_none() {
         bail!(
             "no token issuer is configured: run the control plane here (--control-listen), or give --issuer with --jwks-file or --jwks-url, or --oidc-issuer-url with --oidc-audience"
         );

@@ -63,7 +63,7 @@ pub struct IssuerConfig {
 struct Verified {
     identity: Identity,
     session: Option<String>,
-    issued_at: u64,
+    session_started: u64,
 }
 
 #[derive(Debug)]
@@ -339,7 +339,7 @@ impl Authenticator {
             |claims| Verified {
                 identity: Identity::new(claims.user, claims.groups),
                 session: claims.session,
-                issued_at: claims.issued_at.unwrap_or(0),
+                session_started: claims.session_started.unwrap_or(0),
             },
         )?;
         // Infra's own tokens: believe the snapshot, not the token, about the session and groups.
@@ -349,7 +349,7 @@ impl Authenticator {
                 .identity(
                     identity.session.as_deref(),
                     &identity.identity,
-                    identity.issued_at,
+                    identity.session_started,
                 )
                 .map(|identity| (identity, hit))
                 .ok_or(AuthnError::SessionEnded);

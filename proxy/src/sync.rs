@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub members: BTreeMap<String, Vec<String>>,
     /// Live sessions: access key id → user.
     pub sessions: BTreeMap<String, String>,
+    /// Sessions ended lately (until their tokens have expired): access key id → user.
+    #[serde(default)]
+    pub ended: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -131,6 +134,8 @@ pub struct Sessions {
     generation: u64,
     /// Session id → user.
     by_id: HashMap<String, String>,
+    /// Sessions ended lately.
+    ended: std::collections::HashSet<String>,
     /// User → the identity to impersonate (with the snapshot's groups), built once.
     identities: HashMap<String, Identity>,
 }
@@ -154,19 +159,20 @@ impl Sessions {
         Self {
             generation: snapshot.generation,
             by_id,
+            ended: snapshot.ended.keys().cloned().collect(),
             identities,
         }
     }
 
-    /// The identity to use for a token of `token`'s user traded for `session` and issued at
-    /// `issued_at` (Unix seconds): with the snapshot's groups when the session is live; `None`
-    /// when it has ended. A token that may be newer than the snapshot (a session made after it)
-    /// is taken at its word until a snapshot newer than the token arrives.
+    /// The identity to use for a token of `token`'s user traded for `session`, which began at
+    /// `session_started` (Unix seconds): with the snapshot's groups when the session is live;
+    /// `None` when it has ended. A session that may be newer than the snapshot is taken at the
+    /// token's word until a snapshot newer than the session arrives.
     pub fn identity(
         &self,
         session: Option<&str>,
         token: &Identity,
-        issued_at: u64,
+        session_started: u64,
     ) -> Option<Identity> {
         let user = token.user();
         if let Some(owner) = session.and_then(|s| self.by_id.get(s)) {
@@ -174,9 +180,12 @@ impl Sessions {
                 .then(|| self.identities.get(user).cloned())
                 .flatten();
         }
-        // `iat` is whole seconds: the token may be from any time within the second after it.
+        if session.is_some_and(|s| self.ended.contains(s)) {
+            return None;
+        }
+        // Whole seconds: the session may have begun any time within the second after it.
         let newer_than_snapshot =
-            issued_at.saturating_add(1).saturating_mul(1000) > self.generation;
+            session_started.saturating_add(1).saturating_mul(1000) > self.generation;
         (session.is_some() && newer_than_snapshot).then(|| token.clone())
     }
 
@@ -304,6 +313,16 @@ impl SyncState {
         };
         let text = serde_json::to_vec(snapshot).context("encoding the snapshot")?;
         write_private(file, &text)
+    }
+
+    /// Marks the state file as current (its modification time is the last contact a restart
+    /// starts from).
+    pub fn touch_file(&self) {
+        if let Some(file) = &self.file
+            && let Ok(handle) = std::fs::File::options().append(true).open(file)
+        {
+            let _ = handle.set_modified(SystemTime::now());
+        }
     }
 
     /// Reads the state file, if there is one.
@@ -472,6 +491,9 @@ async fn follow(
             let message: Message =
                 serde_json::from_slice(line).context("a sync message does not parse")?;
             state.contact(SystemTime::now());
+            if let Message::Heartbeat(_) = message {
+                state.touch_file();
+            }
             if let Message::Snapshot(snapshot) = message {
                 if snapshot.destination != remote.destination {
                     bail!(
@@ -515,6 +537,7 @@ mod tests {
             }],
             members: BTreeMap::from([("suzie".to_owned(), vec!["Engineering".to_owned()])]),
             sessions: BTreeMap::from([("k1".to_owned(), "suzie".to_owned())]),
+            ended: BTreeMap::from([("k0".to_owned(), "suzie".to_owned())]),
         }
     }
 
@@ -550,6 +573,12 @@ mod tests {
             .expect("newer session");
         assert_eq!(same_second.groups().collect::<Vec<_>>(), vec!["Old"]);
         assert!(sessions.identity(None, &suzie, 1_900_000_001).is_none());
+        assert!(
+            sessions
+                .identity(Some("k0"), &suzie, 1_900_000_000)
+                .is_none(),
+            "an ended session stays ended, however new"
+        );
     }
 
     #[test]

@@ -241,3 +241,121 @@ impl ControlHarness {
         std::fs::rename(&tmp, &self.policy).expect("rename policy");
     }
 }
+
+/// infra-proxy in proxy-only mode in front of a stand-in apiserver of its own: it takes its
+/// policy and token keys from a control harness (`--control-url`), as a proxy in another
+/// cluster does.
+#[derive(Debug)]
+pub struct RemoteProxy {
+    /// Files of this proxy (snapshot, kubeconfig, audit log).
+    pub dir: tempfile::TempDir,
+    /// Its stand-in apiserver.
+    pub standin: StandIn,
+    /// The running proxy.
+    pub proxy: Running,
+    /// The CA of its serving certificate.
+    pub ca: Ca,
+    /// Its destination name.
+    pub destination: String,
+}
+
+impl RemoteProxy {
+    /// Starts a proxy of `destination` syncing from `control` with a connector's `access_key`;
+    /// it refuses to decide after `staleness_seconds` without word from the control plane, and
+    /// keeps its snapshot at `snapshot_file` (default: in its own folder).
+    pub async fn start(
+        control: &ControlHarness,
+        destination: &str,
+        access_key: &str,
+        staleness_seconds: u64,
+        snapshot_file: Option<PathBuf>,
+    ) -> Self {
+        certs::init_crypto();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let standin = StandIn::builder()
+            .bearer_token(UPSTREAM_TOKEN)
+            .start()
+            .await;
+        let upstream_kubeconfig = Kubectl::new(
+            &standin.url(),
+            standin.ca_pem(),
+            &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
+        );
+        let kubeconfig = dir.path().join("upstream-kubeconfig");
+        std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+        let ca = Ca::new(&format!("{destination} CA"));
+        let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
+        let control_ca = dir.path().join("control-ca.pem");
+        std::fs::write(&control_ca, control.ca.cert_pem()).expect("write control CA");
+        let key_file = dir.path().join("access-key");
+        std::fs::write(&key_file, access_key).expect("write access key");
+        let args = ServeArgs {
+            destination: destination.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls_cert: Some(cert),
+            tls_key: Some(cert_key),
+            admin_listen: "127.0.0.1:0".parse().expect("addr"),
+            policy: None,
+            kubeconfig: Some(kubeconfig),
+            context: None,
+            issuers: IssuerArgs::default(),
+            control: ControlArgs {
+                control_listen: None,
+                database: String::new(),
+                root_key_file: None,
+                admin_password_file: None,
+                control_public_url: None,
+                public_url: None,
+                token_ttl_seconds: 300,
+                provider_recheck_seconds: 900,
+                provider_ca_file: None,
+                oidc_redirect_uris: Vec::new(),
+                control_url: Some(control.control_url()),
+                access_key_file: Some(key_file),
+                control_ca_file: Some(control_ca),
+                snapshot_file: snapshot_file.unwrap_or_else(|| dir.path().join("snapshot.json")),
+                staleness_seconds,
+            },
+            audit_log: "off".to_owned(),
+            upstream_max_streams: 100,
+            rbac_reconcile: false,
+            shutdown_grace_seconds: 1,
+            worker_threads: None,
+            log_format: "text".to_owned(),
+        };
+        let proxy = app::start(args)
+            .await
+            .expect("proxy-only infra-proxy starts");
+        Self {
+            dir,
+            standin,
+            proxy,
+            ca,
+            destination: destination.to_owned(),
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.proxy.address)
+    }
+}
+
+/// An HTTPS client for a proxy whose serving certificate `ca` signed.
+pub fn client_for(ca: &Ca) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// The status of `GET path` at `base` with `token`.
+pub async fn status_of(client: &reqwest::Client, base: &str, path: &str, token: &str) -> u16 {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}

@@ -24,9 +24,18 @@ pub struct TokenRequest<'a> {
     pub audience: &'a str,
     /// How long the token is valid, in whole seconds (at least one).
     pub ttl: Duration,
-    /// The id of the session (access key) the token was traded for (`sid`), so that verifiers
+    /// The session (access key) the token was traded for (`sid`, `sid_at`), so that verifiers
     /// that know the live sessions can refuse a token whose session has ended.
-    pub session: Option<&'a str>,
+    pub session: Option<SessionClaim<'a>>,
+}
+
+/// The session a token was traded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClaim<'a> {
+    /// The session's id (the access key id).
+    pub id: &'a str,
+    /// When the session began, Unix seconds.
+    pub started_at: u64,
 }
 
 /// A signed token, as sent in `Authorization: Bearer`. `Debug` never prints it.
@@ -166,7 +175,8 @@ impl Issuer {
             jti: b64url_encode(jti),
             name: request.name.to_owned(),
             groups: request.groups.to_vec(),
-            sid: request.session.map(str::to_owned),
+            sid: request.session.map(|s| s.id.to_owned()),
+            sid_at: request.session.map(|s| s.started_at),
         };
         let header = Header {
             alg: Algorithm::from(self.key.algorithm()).as_str(),

@@ -150,6 +150,9 @@ pub struct Claims {
     /// The session (access key id) the token was traded for, when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// When that session began, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid_at: Option<u64>,
 }
 
 /// An Infra token whose signature and claims have been checked.
@@ -195,8 +198,8 @@ pub struct TokenIdentity {
     pub nbf: Option<u64>,
     /// The `sid` claim (the session the token was traded for), if the token has one.
     pub session: Option<String>,
-    /// Issued at (`iat`), Unix seconds, if the token says.
-    pub issued_at: Option<u64>,
+    /// When the session began (`sid_at`), Unix seconds, if the token says.
+    pub session_started: Option<u64>,
 }
 
 /// How an external issuer's claims become a Kubernetes user and groups; the same knobs as the
@@ -419,6 +422,7 @@ impl Verifier {
             Some(Value::String(sid)) => Some(sid.clone()),
             Some(_) => return Err(TokenError::InvalidClaim("sid".into())),
         };
+        let sid_at = time_claim(&claims, "sid_at")?;
         check_name(&sub)?;
         check_name(&name)?;
         for group in &groups {
@@ -438,6 +442,7 @@ impl Verifier {
                 name,
                 groups,
                 sid,
+                sid_at,
             },
         })
     }
@@ -489,14 +494,14 @@ impl Verifier {
             Some(Value::String(sid)) => Some(sid.clone()),
             Some(_) => return Err(TokenError::InvalidClaim("sid".into())),
         };
-        let issued_at = time_claim(&claims, "iat")?;
+        let session_started = time_claim(&claims, "sid_at")?;
         Ok(TokenIdentity {
             user,
             groups,
             exp,
             nbf,
             session,
-            issued_at,
+            session_started,
         })
     }
 

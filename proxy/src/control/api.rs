@@ -685,6 +685,7 @@ async fn logout(State(plane): Plane, caller: Caller) -> ApiResult {
         .store()
         .delete_access_key(&caller.user.name, &caller.key.id, plane.now())
         .await?;
+    plane.session_ended(&caller.key.id, &caller.user.name);
     plane.changed();
     Ok(no_content())
 }
@@ -707,7 +708,7 @@ async fn issue_token(
         .map_err(|why| ApiError::bad_request(format!("destination {why}")))?;
     reverify(&plane, &caller.user).await?;
     let issued = plane
-        .issue_token(&caller.user, &request.destination, Some(&caller.key.id))
+        .issue_token(&caller.user, &request.destination, Some(&caller.key))
         .await?;
     let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(issued.claims.exp);
     Ok(
@@ -758,6 +759,7 @@ async fn reverify(plane: &ControlPlane, user: &User) -> ApiResult<()> {
                         store
                             .delete_access_key(&format!("provider:{}", provider.name), &key.id, now)
                             .await?;
+                        plane.session_ended(&key.id, &user.name);
                     }
                 }
                 plane.changed();
@@ -910,10 +912,14 @@ async fn delete_user(State(plane): Plane, caller: Caller, Path(name): Path<Strin
             "you cannot delete yourself; ask another admin",
         ));
     }
+    let keys = plane.store().list_access_keys(&name).await?;
     plane
         .store()
         .delete_user(&caller.user.name, &name, plane.now())
         .await?;
+    for key in keys {
+        plane.session_ended(&key.id, &name);
+    }
     plane.changed();
     Ok(no_content())
 }
@@ -1343,13 +1349,24 @@ async fn create_key(State(plane): Plane, caller: Caller, Body(new): Body<NewKey>
 
 async fn delete_key(State(plane): Plane, caller: Caller, Path(id): Path<String>) -> ApiResult {
     let keys = plane.store().list_access_keys(&caller.user.name).await?;
-    if !keys.iter().any(|k| k.id == id) {
+    let owner = if keys.iter().any(|k| k.id == id) {
+        caller.user.name.clone()
+    } else {
         caller.require(Access::Admin)?;
-    }
+        plane
+            .store()
+            .all_access_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .map(|k| k.user)
+            .ok_or_else(|| ApiError::not_found(format!("access key {id:?} does not exist")))?
+    };
     plane
         .store()
         .delete_access_key(&caller.user.name, &id, plane.now())
         .await?;
+    plane.session_ended(&id, &owner);
     plane.changed();
     Ok(no_content())
 }

@@ -114,6 +114,9 @@ pub struct ControlPlane {
     keys: ArcSwap<Keys>,
     changes: watch::Sender<u64>,
     generation: std::sync::atomic::AtomicU64,
+    /// Sessions ended lately (id → user, when), kept until every token traded for them has
+    /// expired, so proxies refuse those tokens even when the session began moments before.
+    ended: std::sync::Mutex<std::collections::HashMap<String, (String, SystemTime)>>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -139,6 +142,7 @@ impl ControlPlane {
             keys: ArcSwap::from_pointee(keys),
             changes,
             generation: std::sync::atomic::AtomicU64::new(0),
+            ended: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             rng: SystemRandom::new(),
             oidc,
@@ -188,6 +192,15 @@ impl ControlPlane {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a
+    /// provider's refusal). Call before or after deleting it; then [`Self::changed`].
+    pub fn session_ended(&self, id: &str, user: &str) {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), (user.to_owned(), self.now()));
+    }
+
     /// The policy snapshot of `destination` now: its grants, every user's groups, the live
     /// sessions, and the token keys.
     pub async fn snapshot(&self, destination: &str) -> Result<crate::sync::Snapshot> {
@@ -212,6 +225,18 @@ impl ControlPlane {
             .filter(|k| k.lapsed(now).is_none())
             .map(|k| (k.id, k.user))
             .collect();
+        let keep = self.config.token_ttl + Duration::from_mins(2);
+        let ended = {
+            let mut ended = self
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ended.retain(|_, (_, at)| now.duration_since(*at).unwrap_or_default() < keep);
+            ended
+                .iter()
+                .map(|(id, (user, _))| (id.clone(), user.clone()))
+                .collect()
+        };
         let jwks = serde_json::from_str(&self.jwks_json()).context("the published keys")?;
         let millis = u64::try_from(
             now.duration_since(std::time::UNIX_EPOCH)
@@ -235,6 +260,7 @@ impl ControlPlane {
             grants,
             members,
             sessions,
+            ended,
         })
     }
 
@@ -255,7 +281,7 @@ impl ControlPlane {
         &self,
         user: &User,
         destination: &str,
-        session: Option<&str>,
+        session: Option<&super::store::AccessKey>,
     ) -> Result<IssuedToken> {
         let groups = self.store.groups_of(&user.name).await?;
         let keys = self.keys.load();
@@ -267,7 +293,10 @@ impl ControlPlane {
                     groups: &groups,
                     audience: destination,
                     ttl: self.config.token_ttl,
-                    session,
+                    session: session.map(|key| infra_authz::token::SessionClaim {
+                        id: &key.id,
+                        started_at: crate::sync::unix(key.created_at),
+                    }),
                 },
                 self.now(),
             )
