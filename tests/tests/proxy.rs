@@ -172,6 +172,7 @@ async fn bad_tokens_get_401_and_kubectl_asks_for_credentials() {
                         groups: &[],
                         audience: DESTINATION,
                         ttl: Duration::from_mins(1),
+                        session: None,
                     },
                     SystemTime::now(),
                 )
