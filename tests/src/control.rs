@@ -28,6 +28,9 @@ pub struct Options {
     pub provider_recheck_seconds: Option<u64>,
     /// Keep the store in a PostgreSQL server of its own instead of an SQLite file.
     pub postgres: bool,
+    /// Share another harness's PostgreSQL store (its URL and root key file): a second control
+    /// replica.
+    pub replica_of: Option<(String, PathBuf)>,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -82,7 +85,9 @@ impl ControlHarness {
         let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
-        let (postgres, database, root_key_file) = if options.postgres {
+        let (postgres, database, root_key_file) = if let Some((url, key)) = options.replica_of {
+            (None, url, Some(key))
+        } else if options.postgres {
             let server = crate::postgres::Server::start();
             server.create_database("infra").await;
             let url = server.url("infra");
@@ -146,6 +151,13 @@ impl ControlHarness {
             http,
             postgres,
         }
+    }
+
+    /// The store's database URL and root key file, for [`Options::replica_of`] (PostgreSQL
+    /// harnesses only).
+    pub fn store_of(&self) -> (String, PathBuf) {
+        let server = self.postgres.as_ref().expect("a PostgreSQL harness");
+        (server.url("infra"), self.dir.path().join("root.key"))
     }
 
     /// The control API's URL.

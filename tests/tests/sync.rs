@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use infra_tests::control::{ControlHarness, RemoteProxy, client_for, status_of};
+use infra_tests::control::{ControlHarness, Options, RemoteProxy, client_for, status_of};
 use infra_tests::proxy::{DESTINATION, http_get, wait_for};
 use serde_json::json;
 
@@ -376,4 +376,73 @@ async fn a_proxy_restarts_on_its_saved_policy_while_the_control_plane_is_down_an
     );
     let ready = http_get(&format!("http://{}/readyz", restarted.proxy.admin_address)).await;
     assert!(ready.contains("control-plane"), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_replicas_on_postgresql_learn_of_each_others_changes() {
+    let policy = "grants:\n  - group: Engineering\n    role: view\n    resource: testing\n";
+    let a = ControlHarness::start_with(
+        policy,
+        Options {
+            postgres: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let b = ControlHarness::start_with(
+        policy,
+        Options {
+            replica_of: Some(a.store_of()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = a.admin().await;
+    let suzie = user(&a, &admin, "suzie@example.com").await;
+    ok(
+        &a,
+        "POST",
+        "/api/groups",
+        &admin,
+        Some(json!({"name": "Engineering"})),
+    )
+    .await;
+    ok(
+        &a,
+        "PUT",
+        "/api/groups/Engineering/members/suzie@example.com",
+        &admin,
+        None,
+    )
+    .await;
+
+    // Suzie's session was made on replica a; replica b's proxy knows it and her group.
+    let token = token_for(&b, &suzie, DESTINATION).await;
+    let client = client_for(&b.ca);
+    time_until(&client, &b.proxy_url(), &token, 200).await;
+
+    // Changes made on a reach b's proxy: a membership, then the session itself.
+    ok(
+        &a,
+        "DELETE",
+        "/api/groups/Engineering/members/suzie@example.com",
+        &admin,
+        None,
+    )
+    .await;
+    let membership = time_until(&client, &b.proxy_url(), &token, 403).await;
+    ok(
+        &a,
+        "PUT",
+        "/api/groups/Engineering/members/suzie@example.com",
+        &admin,
+        None,
+    )
+    .await;
+    time_until(&client, &b.proxy_url(), &token, 200).await;
+    ok(&a, "POST", "/api/logout", &suzie, None).await;
+    let logout = time_until(&client, &b.proxy_url(), &token, 401).await;
+    eprintln!("replica to replica: membership {membership:?}, logout {logout:?}");
+    assert!(membership < Duration::from_secs(1), "{membership:?}");
+    assert!(logout < Duration::from_secs(1), "{logout:?}");
 }

@@ -97,6 +97,16 @@ pub mod owned {
     }
 }
 
+/// What a control replica tells the others when something changed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    /// The replica that made the change.
+    from: String,
+    /// Sessions that ended, (id, user).
+    #[serde(default)]
+    ended: Vec<(String, String)>,
+}
+
 /// The identity key of a grant: subject, role and resource (not the expiry).
 pub fn grant_key(grant: &Grant) -> String {
     let (kind, name) = match &grant.subject {
@@ -117,6 +127,8 @@ pub struct ControlPlane {
     /// Sessions ended lately (id → user, when), kept until every token traded for them has
     /// expired, so proxies refuse those tokens even when the session began moments before.
     ended: std::sync::Mutex<std::collections::HashMap<String, (String, SystemTime)>>,
+    /// This replica's name in announcements to the others.
+    replica: String,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -143,12 +155,14 @@ impl ControlPlane {
             changes,
             generation: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::Mutex::new(std::collections::HashMap::new()),
+            replica: uuid::Uuid::new_v4().to_string(),
             clock,
             rng: SystemRandom::new(),
             oidc,
         });
         plane.apply_policy_file(policy).await?;
         plane.bootstrap(policy).await?;
+        plane.spawn_replica_listener();
         Ok(plane)
     }
 
@@ -187,9 +201,63 @@ impl ControlPlane {
         self.changes.subscribe()
     }
 
-    /// Tells subscribers that policy changed.
+    /// Tells subscribers, here and on the other control replicas, that policy changed.
     pub fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+        self.announce(&Announcement {
+            from: self.replica.clone(),
+            ended: Vec::new(),
+        });
+    }
+
+    /// Tells the other control replicas (PostgreSQL) about a change.
+    fn announce(&self, announcement: &Announcement) {
+        if self.store.database_kind() != "postgres" {
+            return;
+        }
+        let Ok(payload) = serde_json::to_string(announcement) else {
+            return;
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.notify_change(&payload).await {
+                tracing::warn!(%error, "cannot tell the other control replicas about a change");
+            }
+        });
+    }
+
+    /// Follows the other control replicas' announcements (PostgreSQL): their changes reach this
+    /// replica's proxies and sync streams as if made here.
+    pub fn spawn_replica_listener(self: &Arc<Self>) {
+        if self.store.database_kind() != "postgres" {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let store = this.store.clone();
+            let result = store
+                .listen_changes(|payload| {
+                    let announcement: Option<Announcement> = serde_json::from_str(payload).ok();
+                    if let Some(announcement) = &announcement {
+                        if announcement.from == this.replica {
+                            return;
+                        }
+                        let now = this.now();
+                        let mut ended = this
+                            .ended
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for (id, user) in &announcement.ended {
+                            ended.insert(id.clone(), (user.clone(), now));
+                        }
+                    }
+                    this.changes.send_modify(|n| *n += 1);
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "cannot follow the other control replicas");
+            }
+        });
     }
 
     /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a
@@ -199,6 +267,10 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_owned(), (user.to_owned(), self.now()));
+        self.announce(&Announcement {
+            from: self.replica.clone(),
+            ended: vec![(id.to_owned(), user.to_owned())],
+        });
     }
 
     /// The policy snapshot of `destination` now: its grants, every user's groups, the live

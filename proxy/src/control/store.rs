@@ -43,6 +43,9 @@ use crate::control::passwords::{self, HashError, Passwords, PolicyError, Verific
 
 pub use open::{Database, OpenError, StoreConfig};
 
+/// The PostgreSQL notification channel control replicas announce changes on.
+const CHANGES_CHANNEL: &str = "infra_changes";
+
 /// Failed logins before an account locks.
 pub const LOCKOUT_FAILURES: i64 = 5;
 /// How long a lock lasts, and the window in which failures add up.
@@ -2573,6 +2576,48 @@ impl Store {
 }
 
 impl Store {
+    /// Tells the other control replicas sharing this PostgreSQL database that something changed
+    /// (`payload` says what); nothing for SQLite, which has one control plane.
+    pub async fn notify_change(&self, payload: &str) -> Result<(), StoreError> {
+        if let Backend::Postgres(pool) = &self.backend {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .op("notify the other control replicas")?;
+        }
+        Ok(())
+    }
+
+    /// Calls `on_change` with the payload of every change another replica announces, for as
+    /// long as the store lives (PostgreSQL only; returns at once for SQLite). Reconnects after
+    /// a lost connection.
+    pub async fn listen_changes(&self, on_change: impl Fn(&str) + Send) -> Result<(), StoreError> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Ok(());
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .op("listen for the other control replicas")?;
+        listener
+            .listen(CHANGES_CHANNEL)
+            .await
+            .op("listen for the other control replicas")?;
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => on_change(notification.payload()),
+                // The connection was lost and is being re-made: changes may have been missed.
+                Ok(None) => on_change(""),
+                Err(sqlx::Error::PoolClosed) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, "listening for the other control replicas failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// The names `owner` manages (see the `managed` table).
     pub async fn managed(&self, owner: &str) -> Result<BTreeSet<String>, StoreError> {
         with_db!(self, |pool, _begin| {
