@@ -37,7 +37,7 @@ pub struct ValidateArgs {
 }
 
 /// `infra-proxy serve`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 ///
 /// Settings may also come from a YAML file given as `--config FILE` (or `INFRA_CONFIG`), keyed
 /// by flag name (`destination: production`, `tls-cert: /etc/tls/tls.crt`); flags and `INFRA_`

@@ -58,6 +58,8 @@ pub struct ControlHarness {
     pub http: reqwest::Client,
     /// The PostgreSQL server, when the store is there.
     pub postgres: Option<crate::postgres::Server>,
+    /// How it was started, for [`Self::restart`].
+    args: ServeArgs,
 }
 
 impl ControlHarness {
@@ -133,7 +135,7 @@ impl ControlHarness {
             worker_threads: None,
             log_format: "text".to_owned(),
         };
-        let proxy = app::start(args).await.expect("infra-proxy starts");
+        let proxy = app::start(args.clone()).await.expect("infra-proxy starts");
         let http = reqwest::Client::builder()
             .add_root_certificate(
                 reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA"),
@@ -150,7 +152,22 @@ impl ControlHarness {
             policy: policy_path,
             http,
             postgres,
+            args,
         }
+    }
+
+    /// Stops the control plane and its proxy (their listeners close; open connections get a
+    /// moment to finish).
+    pub async fn stop(&self) {
+        self.proxy.drain.drain(Duration::from_millis(200)).await;
+    }
+
+    /// Starts the control plane and its proxy again on the same store, policy file and control
+    /// address (after [`Self::stop`]).
+    pub async fn restart(&mut self) {
+        self.proxy = app::start(self.args.clone())
+            .await
+            .expect("infra-proxy starts again");
     }
 
     /// The store's database URL and root key file, for [`Options::replica_of`] (PostgreSQL

@@ -446,3 +446,35 @@ async fn control_replicas_on_postgresql_learn_of_each_others_changes() {
     assert!(membership < Duration::from_secs(1), "{membership:?}");
     assert!(logout < Duration::from_secs(1), "{logout:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_catch_up_when_the_control_plane_returns() {
+    let mut h = ControlHarness::start("grants: []\n").await;
+    let admin = h.admin().await;
+    let (status, key) = h
+        .call(
+            "POST",
+            "/api/keys",
+            Some(&admin),
+            Some(json!({"name": "east proxy"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let east = RemoteProxy::start(&h, "east", &key, 900, None).await;
+    let suzie = user(&h, &admin, "suzie@example.com").await;
+    let token = token_for(&h, &suzie, "east").await;
+    let client = client_for(&east.ca);
+    time_until(&client, &east.url(), &token, 403).await;
+
+    // While the control plane is down, east keeps deciding with what it has; an admin edits the
+    // policy file, which the control plane reads when it returns.
+    h.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_of(&client, &east.url(), PODS, &token).await, 403);
+    h.write_policy("grants:\n  - user: suzie@example.com\n    role: view\n    resource: east\n");
+    h.restart().await;
+    let caught_up = time_until(&client, &east.url(), &token, 200).await;
+    eprintln!("east was current {caught_up:?} after the control plane returned");
+    assert!(caught_up < Duration::from_mins(1), "{caught_up:?}");
+}
