@@ -478,3 +478,52 @@ async fn proxies_catch_up_when_the_control_plane_returns() {
     eprintln!("east was current {caught_up:?} after the control plane returned");
     assert!(caught_up < Duration::from_mins(1), "{caught_up:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_session_of_a_user_who_lost_access_is_closed() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let h = ControlHarness::start("grants: []\n").await;
+    h.standin
+        .create(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        }))
+        .expect("the pod is created");
+    let admin = h.admin().await;
+    let suzie = user(&h, &admin, "suzie@example.com").await;
+    let (status, grant) = h
+        .call(
+            "POST",
+            "/api/grants",
+            Some(&admin),
+            Some(json!({"user": "suzie@example.com", "role": "edit", "resource": DESTINATION})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let kubectl = h.kubectl_with(&suzie).await;
+    let mut command = kubectl.command(&["exec", "-i", "web", "--", "cat"]);
+    command.stdin(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("kubectl exec starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    stdin.write_all(b"still here\n").await.expect("written");
+    let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+        .await
+        .expect("cat answers")
+        .expect("readable");
+    assert_eq!(line.as_deref(), Some("still here"));
+    h.standin.wait_for_streams(|s| s.upgrades == 1).await;
+
+    let id = grant["id"].as_i64().expect("id");
+    let started = Instant::now();
+    ok(&h, "DELETE", &format!("/api/grants/{id}"), &admin, None).await;
+    h.standin.wait_for_streams(|s| s.upgrades == 0).await;
+    let closed = started.elapsed();
+    let exited = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    eprintln!("exec session closed {closed:?} after the grant was removed; kubectl: {exited:?}");
+    assert!(closed < Duration::from_secs(5), "{closed:?}");
+    assert!(exited.is_ok(), "kubectl exec ended");
+    drop(stdin);
+}
