@@ -184,7 +184,10 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             cert: cert.clone(),
             key: key.clone(),
         },
-        _ => CertSource::SelfSigned,
+        _ => match kept_certificate(&args)? {
+            Some((cert, key)) => CertSource::Files { cert, key },
+            None => CertSource::SelfSigned,
+        },
     };
     let resolver = CertResolver::new(cert_source.clone())?;
     let tls_config = tls::server_config(Arc::clone(&resolver))?;
@@ -214,7 +217,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     let address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
     let fingerprint = resolver.fingerprint();
-    if matches!(cert_source, CertSource::SelfSigned) {
+    if args.tls_cert.is_none() {
         tracing::warn!(%fingerprint, "no --tls-cert given: serving a self-signed certificate for localhost");
         eprintln!("infra-proxy: self-signed certificate, SHA-256 fingerprint {fingerprint}");
     }
@@ -664,4 +667,25 @@ fn spawn_staleness_reports(sync: Arc<SyncState>, readiness: Arc<Readiness>, metr
             );
         }
     });
+}
+
+/// Without a certificate, the embedded control plane on SQLite keeps its self-signed one next to
+/// the database (`infra-tls.crt`, `infra-tls.key`), so users who trusted it at `infra login` keep
+/// trusting it across restarts, and their kubeconfigs stay valid.
+fn kept_certificate(args: &ServeArgs) -> Result<Option<(PathBuf, PathBuf)>> {
+    if args.control.control_listen.is_none() {
+        return Ok(None);
+    }
+    let Some(db) = args.control.database.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let db = PathBuf::from(db.trim_start_matches("//"));
+    let (cert, key) = (
+        db.with_file_name("infra-tls.crt"),
+        db.with_file_name("infra-tls.key"),
+    );
+    if tls::keep_self_signed(&cert, &key)? {
+        tracing::info!(cert = %cert.display(), "made a self-signed certificate for localhost, kept for later starts");
+    }
+    Ok(Some((cert, key)))
 }

@@ -188,6 +188,35 @@ fn self_signed() -> Result<CertifiedKey> {
     certified(vec![generated.cert.der().clone()], key)
 }
 
+/// Makes a self-signed certificate for `localhost` at `cert` and `key` (mode 0600) unless both
+/// exist, so that a start without a certificate keeps the same one from start to start (and
+/// clients that trusted it keep trusting it). Answers whether it made them.
+pub fn keep_self_signed(cert: &Path, key: &Path) -> Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
+    let generated = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])
+    .context("generating a self-signed certificate")?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(key)
+        .with_context(|| format!("writing {}", key.display()))?;
+    file.write_all(generated.signing_key.serialize_pem().as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(cert, generated.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
+    Ok(true)
+}
+
 /// The SHA-256 fingerprint of a DER certificate, as upper-case hex pairs joined by `:`.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
@@ -213,6 +242,32 @@ fn pem_encode(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_self_signed_certificate_is_made_once() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        assert!(keep_self_signed(&cert, &key).expect("made"));
+        let first = CertResolver::new(CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .expect("loads")
+        .fingerprint();
+        assert!(!keep_self_signed(&cert, &key).expect("kept"));
+        let second = CertResolver::new(CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .expect("loads")
+        .fingerprint();
+        assert_eq!(first, second);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).expect("stat").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn self_signed_has_a_fingerprint() {
