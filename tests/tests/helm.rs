@@ -100,12 +100,16 @@ fn template_args(sets: &[&str]) -> Vec<String> {
 }
 
 /// `--set` for each value; `string:` before one makes it `--set-string` (annotation values
-/// such as "true" must stay strings).
+/// such as "true" must stay strings), `values:` before a path makes it `--values` (a values
+/// file, whose numbers YAML reads as floats).
 fn push_sets(args: &mut Vec<String>, sets: &[&str]) {
     for set in sets {
-        match set.strip_prefix("string:") {
-            Some(value) => args.extend(["--set-string".to_owned(), value.to_owned()]),
-            None => args.extend(["--set".to_owned(), (*set).to_owned()]),
+        if let Some(value) = set.strip_prefix("string:") {
+            args.extend(["--set-string".to_owned(), value.to_owned()]);
+        } else if let Some(path) = set.strip_prefix("values:") {
+            args.extend(["--values".to_owned(), path.to_owned()]);
+        } else {
+            args.extend(["--set".to_owned(), (*set).to_owned()]);
         }
     }
 }
@@ -333,6 +337,13 @@ fn lint_strict_passes_in_every_mode() {
     }
 }
 
+/// What proxy-only mode needs and nothing more.
+const PROXY_ONLY: &[&str] = &[
+    "control.enabled=false",
+    "sync.controlURL=https://infra.example.com:4443",
+    "sync.accessKey.existingSecret=infra-access-key",
+];
+
 /// The modes the chart supports, as `--set` values.
 const MODES: &[(&str, &[&str])] = &[
     ("default (control plane, SQLite)", &[]),
@@ -352,6 +363,17 @@ const MODES: &[(&str, &[&str])] = &[
             "sync.accessKey.existingSecret=infra-access-key",
             "autoscaling.enabled=true",
             "policy.enabled=false",
+        ],
+    ),
+    (
+        "proxy only, policy values left at their defaults, a CA for the control API",
+        &[
+            "control.enabled=false",
+            "sync.controlURL=https://infra.example.com:4443",
+            "sync.accessKey.existingSecret=infra-access-key",
+            "sync.controlCA.existingConfigMap=infra-control-ca",
+            "sync.stalenessSeconds=120",
+            "rbac.reconcile=false",
         ],
     ),
     (
@@ -422,7 +444,19 @@ fn default_is_the_control_plane_on_sqlite_with_a_kept_claim() {
         "/etc/infra/admin-password/password"
     );
     assert_eq!(env["INFRA_POLICY"], "/etc/infra/policy/infra.yaml");
-    assert!(!env.contains_key("INFRA_CONTROL_URL"));
+    assert_eq!(env["INFRA_RBAC_RECONCILE"], "true");
+    for absent in [
+        "INFRA_CONTROL_URL",
+        "INFRA_ACCESS_KEY_FILE",
+        "INFRA_SNAPSHOT_FILE",
+        "INFRA_STALENESS",
+        "INFRA_CONTROL_CA_FILE",
+    ] {
+        assert!(
+            !env.contains_key(absent),
+            "{absent} is set with the control plane"
+        );
+    }
 
     let deployment = the(&objects, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 1);
@@ -584,6 +618,18 @@ fn proxy_only_mode_syncs_from_the_control_plane_and_autoscales() {
         .expect("the access key volume");
     assert_eq!(access_key["secret"]["secretName"], "infra-access-key");
 
+    assert_eq!(env["INFRA_SNAPSHOT_FILE"], "/var/lib/infra/snapshot.json");
+    assert_eq!(env["INFRA_STALENESS"], "900");
+    assert_eq!(env["INFRA_RBAC_RECONCILE"], "true");
+    assert!(!env.contains_key("INFRA_CONTROL_CA_FILE"));
+    let state = assert_writable_mount(&objects, "/var/lib/infra/snapshot.json");
+    assert!(
+        state["emptyDir"].is_object(),
+        "the snapshot is on an emptyDir: {state}"
+    );
+    assert_eq!(state["emptyDir"]["sizeLimit"], "64Mi");
+    assert!(volumes.iter().all(|v| v["name"] != "control-ca"));
+
     let hpa = the(&objects, "HorizontalPodAutoscaler");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "infra");
     assert_eq!(hpa["spec"]["minReplicas"], 2);
@@ -593,9 +639,145 @@ fn proxy_only_mode_syncs_from_the_control_plane_and_autoscales() {
     assert!(find(&objects, "ConfigMap").is_empty());
 }
 
+/// The volume that holds `file`: mounted (by the longest mount path that is a parent of it)
+/// without `readOnly`, and not a Secret, ConfigMap or projected volume (those are read-only).
+fn assert_writable_mount<'a>(objects: &'a [Value], file: &str) -> &'a Value {
+    let mount = container(objects)["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts is a list")
+        .iter()
+        .filter(|m| {
+            let path = m["mountPath"].as_str().expect("mountPath");
+            file.strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+        .unwrap_or_else(|| panic!("{file} is on no volume: the root filesystem is read-only"));
+    assert!(
+        mount["readOnly"] != true && mount["subPath"].is_null(),
+        "{file} is on a read-only mount: {mount}"
+    );
+    let volume = the(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes is a list")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {} for {mount}", mount["name"]));
+    for read_only in ["secret", "configMap", "projected", "downwardAPI"] {
+        assert!(volume[read_only].is_null(), "{file} is on a {read_only}");
+    }
+    volume
+}
+
+#[test]
+fn proxy_only_mode_never_sets_a_policy_file_and_trusts_the_control_ca() {
+    // policy.enabled stays true (its default): in proxy-only mode it is ignored, since
+    // infra-proxy refuses --policy together with --control-url.
+    let objects = objects(&template(MODES[3].1));
+    let env = env(&objects);
+    assert!(
+        !env.contains_key("INFRA_POLICY"),
+        "INFRA_POLICY in proxy-only mode: {env:?}"
+    );
+    assert!(
+        find(&objects, "ConfigMap").is_empty(),
+        "no policy ConfigMap"
+    );
+    let mounts = container(&objects)["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts is a list");
+    assert!(mounts.iter().all(|m| m["name"] != "policy"), "{mounts:?}");
+
+    assert_eq!(env["INFRA_STALENESS"], "120");
+    assert_eq!(env["INFRA_RBAC_RECONCILE"], "false");
+    assert_eq!(env["INFRA_SNAPSHOT_FILE"], "/var/lib/infra/snapshot.json");
+    assert_writable_mount(&objects, &env["INFRA_SNAPSHOT_FILE"]);
+
+    // The control CA: a read-only mount of the named ConfigMap, and the file in it.
+    assert_eq!(env["INFRA_CONTROL_CA_FILE"], "/etc/infra/control-ca/ca.crt");
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "control-ca")
+        .expect("the control CA is mounted");
+    assert_eq!(mount["mountPath"], "/etc/infra/control-ca");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        volume(&objects, "control-ca")["configMap"]["name"],
+        "infra-control-ca"
+    );
+
+    // From a Secret instead, with another key.
+    let mut sets = PROXY_ONLY.to_vec();
+    sets.extend([
+        "sync.controlCA.existingSecret=control-ca",
+        "sync.controlCA.key=root.pem",
+    ]);
+    let from_secret = render(&sets);
+    assert_eq!(
+        self::env(&from_secret)["INFRA_CONTROL_CA_FILE"],
+        "/etc/infra/control-ca/root.pem"
+    );
+    let ca = volume(&from_secret, "control-ca");
+    assert_eq!(ca["secret"]["secretName"], "control-ca");
+    assert!(ca["configMap"].is_null());
+
+    // A large staleness from a values file (a float in YAML) stays a plain number.
+    let values = tempfile::NamedTempFile::new().expect("a values file");
+    std::fs::write(values.path(), "sync:\n  stalenessSeconds: 86400000\n").expect("write it");
+    let file = format!("values:{}", values.path().display());
+    sets.push(&file);
+    assert_eq!(self::env(&render(&sets))["INFRA_STALENESS"], "86400000");
+
+    // The control plane's own proxy is not proxy-only: the sync values change nothing there.
+    let with_control = self::env(&render(&[
+        "sync.controlCA.existingSecret=control-ca",
+        "sync.stalenessSeconds=60",
+    ]));
+    for absent in [
+        "INFRA_CONTROL_CA_FILE",
+        "INFRA_SNAPSHOT_FILE",
+        "INFRA_STALENESS",
+    ] {
+        assert!(!with_control.contains_key(absent), "{with_control:?}");
+    }
+}
+
+/// The rendered objects of `helm template` with these values.
+fn render(sets: &[&str]) -> Vec<Value> {
+    objects(&template(sets))
+}
+
+/// The volume of the Deployment named `name`.
+fn volume<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    the(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes is a list")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+#[test]
+fn rbac_reconcile_sets_infra_rbac_reconcile() {
+    for (sets, expected) in [
+        (&[][..], "true"),
+        (&["rbac.reconcile=true"][..], "true"),
+        (&["rbac.reconcile=false"][..], "false"),
+        (
+            &[MODES[2].1, &["rbac.reconcile=false"]].concat()[..],
+            "false",
+        ),
+    ] {
+        let objects = render(sets);
+        assert_eq!(env(&objects)["INFRA_RBAC_RECONCILE"], expected, "{sets:?}");
+        // The ClusterRole does not change: it always holds what the reconciler needs.
+        assert_eq!(cluster_role_permissions(&objects), readme_permissions());
+    }
+}
+
 #[test]
 fn ingress_mode_routes_both_hosts_and_names_them_in_the_certificate() {
-    let objects = objects(&template(MODES[3].1));
+    let objects = objects(&template(MODES[4].1));
     let ingress = the(&objects, "Ingress");
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(
@@ -629,7 +811,7 @@ fn ingress_mode_routes_both_hosts_and_names_them_in_the_certificate() {
 
 #[test]
 fn cert_manager_mode_issues_the_certificate_into_the_mounted_secret() {
-    let objects = objects(&template(MODES[4].1));
+    let objects = objects(&template(MODES[5].1));
     let certificate = the(&objects, "Certificate");
     assert_eq!(certificate["apiVersion"], "cert-manager.io/v1");
     assert_eq!(certificate["spec"]["issuerRef"]["name"], "letsencrypt");
@@ -656,7 +838,7 @@ fn cert_manager_mode_issues_the_certificate_into_the_mounted_secret() {
 
 #[test]
 fn metrics_are_exposed_only_through_their_own_service() {
-    let objects = objects(&template(MODES[5].1));
+    let objects = objects(&template(MODES[6].1));
     let monitor = the(&objects, "ServiceMonitor");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
@@ -727,6 +909,9 @@ fn schema_refuses_unknown_keys_and_wrong_types() {
         ("control.database.typ=postgres", "typ"),
         ("image.tags=1.0", "tags"),
         ("service.nodePort=30000", "nodePort"),
+        ("sync.staleness=60", "staleness"),
+        ("sync.controlCA.secret=ca", "secret"),
+        ("rbac.reconciles=true", "reconciles"),
     ] {
         let error = template_error(&[typo]);
         assert!(
@@ -742,6 +927,12 @@ fn schema_refuses_unknown_keys_and_wrong_types() {
         ("logFormat=yaml", "logFormat"),
         ("destination=Production", "destination"),
         ("control.database.type=mysql", "type"),
+        ("sync.stalenessSeconds=soon", "stalenessSeconds"),
+        ("sync.stalenessSeconds=0", "stalenessSeconds"),
+        ("sync.controlCA.existingSecret=Not_A_Name", "existingSecret"),
+        ("sync.controlCA.key=", "key"),
+        ("sync.snapshot.sizeLimit=lots", "sizeLimit"),
+        ("rbac.reconcile=yes please", "reconcile"),
     ] {
         let error = template_error(&[wrong]);
         assert!(
@@ -771,6 +962,29 @@ fn combinations_the_schema_cannot_express_fail_with_a_reason() {
             "sync.accessKey.existingSecret",
         ),
         (&["autoscaling.enabled=true"][..], "proxy-only mode"),
+        (
+            &[
+                PROXY_ONLY,
+                &[
+                    "sync.controlCA.existingSecret=a",
+                    "sync.controlCA.existingConfigMap=b",
+                ],
+            ]
+            .concat()[..],
+            "sync.controlCA.existingSecret or sync.controlCA.existingConfigMap",
+        ),
+        (
+            &[PROXY_ONLY, &["policy.existingConfigMap=grants"]].concat()[..],
+            "refuses a policy file",
+        ),
+        (
+            &[PROXY_ONLY, &["policy.existingSecret=grants"]].concat()[..],
+            "refuses a policy file",
+        ),
+        (
+            &[PROXY_ONLY, &["policy.content.grants[0].user=a@example.com"]].concat()[..],
+            "refuses a policy file",
+        ),
         (&["ingress.enabled=true"][..], "ingress.host"),
         (
             &["tls.certManager.enabled=true"][..],
@@ -1127,6 +1341,42 @@ async fn install_notes_tell_how_to_get_the_admin_password_and_log_in() {
             "the notes lack {expected:?}:\n{notes}"
         );
     }
+}
+
+/// In proxy-only mode the notes say how to make the access key: a user with role `connector`
+/// on `infra`, with the CLI's real syntax.
+#[tokio::test]
+async fn proxy_only_install_notes_tell_how_to_make_the_connector_key() {
+    infra_tests::certs::init_crypto();
+    let standin = StandIn::start().await;
+    let mut extra = vec!["--dry-run=client", "--set", "destination=east"];
+    for set in PROXY_ONLY {
+        extra.extend(["--set", set]);
+    }
+    let stdout = install_against(&standin, &extra).await;
+    let notes = stdout
+        .split_once("NOTES:")
+        .expect("helm printed the notes")
+        .1;
+    for expected in [
+        "proxy only, syncing from https://infra.example.com:4443",
+        "infra users add proxies@infra",
+        "infra grants add proxies@infra infra --role connector",
+        "infra keys add east --user proxies@infra",
+        "kubectl --namespace infra create secret generic infra-access-key",
+        "--from-literal=access-key=",
+        "infra grants add -g Engineering east --role view",
+        "/var/lib/infra/snapshot.json",
+        "after 900 seconds",
+        "sync.controlCA.existingSecret",
+        "app.kubernetes.io/managed-by: infra",
+    ] {
+        assert!(
+            notes.contains(expected),
+            "the notes lack {expected:?}:\n{notes}"
+        );
+    }
+    assert!(!notes.contains("admin-password"), "{notes}");
 }
 
 /// With `--dry-run=server` helm's `lookup` reads the cluster (here the stand-in), as on an

@@ -87,6 +87,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.control.enabled (eq .Values.control.database.type "sqlite") -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+True ("true") when the pods get a policy file: only with the control plane. In proxy-only mode
+the grants come from the control plane and infra-proxy refuses --policy with --control-url, so
+policy.enabled is ignored there (and a policy given anyway is refused by infra.validate).
+*/}}
+{{- define "infra.policy" -}}
+{{- if and .Values.control.enabled .Values.policy.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* True ("true") in proxy-only mode with a CA for the control API named. */}}
+{{- define "infra.controlCA" -}}
+{{- if and (not .Values.control.enabled) (or .Values.sync.controlCA.existingSecret .Values.sync.controlCA.existingConfigMap) -}}true{{- end -}}
+{{- end -}}
+
 {{/* The Service's DNS names, which the generated and cert-manager certificates cover. */}}
 {{- define "infra.dnsNames" -}}
 {{- $svc := include "infra.fullname" . -}}
@@ -139,7 +153,13 @@ Refuses combinations of values that the schema cannot express, before anything i
 {{- fail "proxy-only mode (control.enabled=false) needs sync.controlURL: the control plane's URL" -}}
 {{- end -}}
 {{- if not .Values.sync.accessKey.existingSecret -}}
-{{- fail "proxy-only mode (control.enabled=false) needs sync.accessKey.existingSecret: a Secret holding this proxy's access key" -}}
+{{- fail "proxy-only mode (control.enabled=false) needs sync.accessKey.existingSecret: a Secret holding this proxy's access key (of a user with role connector on infra)" -}}
+{{- end -}}
+{{- if and .Values.sync.controlCA.existingSecret .Values.sync.controlCA.existingConfigMap -}}
+{{- fail "set sync.controlCA.existingSecret or sync.controlCA.existingConfigMap, not both" -}}
+{{- end -}}
+{{- if or .Values.policy.existingConfigMap .Values.policy.existingSecret (ne (toJson .Values.policy.content) (toJson (dict "grants" (list)))) -}}
+{{- fail "proxy-only mode (control.enabled=false) takes its grants from the control plane and infra-proxy refuses a policy file there: leave policy.existingConfigMap, policy.existingSecret and policy.content unset, and give the policy file to the control plane's release" -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.tls.certManager.enabled .Values.tls.existingSecret -}}
