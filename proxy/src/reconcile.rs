@@ -504,22 +504,7 @@ pub async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let options = kube::config::KubeConfigOptions {
-                context: context.map(str::to_owned),
-                ..Default::default()
-            };
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::incluster().context(
-            "no --kubeconfig given and not running in a cluster (no service account found)",
-        )?,
-    };
+    let config = crate::upstream::kube_config(kubeconfig, context).await?;
     kube::Client::try_from(config).context("building the Kubernetes client for RBAC reconcile")
 }
 

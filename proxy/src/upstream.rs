@@ -437,16 +437,13 @@ impl Upstream {
     }
 }
 
-/// Loads the apiserver connection from a kubeconfig (path and context) or, with neither, the
-/// in-cluster service account.
-pub async fn from_kube(
+/// The apiserver connection settings of a kubeconfig (path and context) or, with neither, of
+/// the in-cluster service account.
+pub async fn kube_config(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
-    settings: PoolSettings,
-) -> Result<Upstream> {
-    use kube::client::ConfigExt as _;
-
-    let config = match kubeconfig {
+) -> Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -461,7 +458,19 @@ pub async fn from_kube(
         None => kube::Config::incluster().context(
             "no --kubeconfig given and not running in a cluster (no service account found)",
         )?,
-    };
+    })
+}
+
+/// Loads the apiserver connection from a kubeconfig (path and context) or, with neither, the
+/// in-cluster service account.
+pub async fn from_kube(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+    settings: PoolSettings,
+) -> Result<Upstream> {
+    use kube::client::ConfigExt as _;
+
+    let config = kube_config(kubeconfig, context).await?;
     let tls = config
         .rustls_client_config()
         .context("building TLS settings for the apiserver")?;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::apiserver::StandIn;
 use crate::certs::{self, Ca};
 use crate::kubectl::{Credentials, Kubectl};
-use crate::proxy::{DESTINATION, UPSTREAM_TOKEN};
+use crate::proxy::{DESTINATION, upstream};
 
 /// The bootstrap admin's password in every control harness.
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple-42";
@@ -72,17 +72,7 @@ impl ControlHarness {
     pub async fn start_with(policy: &str, options: Options) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let standin = StandIn::builder()
-            .bearer_token(UPSTREAM_TOKEN)
-            .start()
-            .await;
-        let upstream_kubeconfig = Kubectl::new(
-            &standin.url(),
-            standin.ca_pem(),
-            &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
-        );
-        let kubeconfig = dir.path().join("upstream-kubeconfig");
-        std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+        let (standin, kubeconfig) = upstream(dir.path()).await;
         let ca = Ca::new("infra test CA");
         let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
         let policy_path = dir.path().join("policy.yaml");
@@ -301,17 +291,7 @@ impl RemoteProxy {
     ) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let standin = StandIn::builder()
-            .bearer_token(UPSTREAM_TOKEN)
-            .start()
-            .await;
-        let upstream_kubeconfig = Kubectl::new(
-            &standin.url(),
-            standin.ca_pem(),
-            &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
-        );
-        let kubeconfig = dir.path().join("upstream-kubeconfig");
-        std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+        let (standin, kubeconfig) = upstream(dir.path()).await;
         let ca = Ca::new(&format!("{destination} CA"));
         let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
         let control_ca = dir.path().join("control-ca.pem");

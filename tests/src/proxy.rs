@@ -48,19 +48,7 @@ impl Harness {
     ) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let standin = StandIn::builder()
-            .bearer_token(UPSTREAM_TOKEN)
-            .start()
-            .await;
-
-        // The proxy's own kubeconfig for the apiserver.
-        let upstream_kubeconfig = Kubectl::new(
-            &standin.url(),
-            standin.ca_pem(),
-            &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
-        );
-        let kubeconfig = dir.path().join("upstream-kubeconfig");
-        std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+        let (standin, kubeconfig) = upstream(dir.path()).await;
 
         // The issuer's keys, published as a JWKS file.
         let key = SigningKey::generate(SigningAlgorithm::EdDsa).expect("key");
@@ -169,6 +157,23 @@ impl Harness {
         std::fs::write(&tmp, text).expect("write policy");
         std::fs::rename(&tmp, &self.policy).expect("rename policy");
     }
+}
+
+/// A stand-in apiserver that accepts [`UPSTREAM_TOKEN`], and a kubeconfig for it in `dir`: what
+/// a proxy in front of it is started with.
+pub async fn upstream(dir: &Path) -> (StandIn, PathBuf) {
+    let standin = StandIn::builder()
+        .bearer_token(UPSTREAM_TOKEN)
+        .start()
+        .await;
+    let upstream_kubeconfig = Kubectl::new(
+        &standin.url(),
+        standin.ca_pem(),
+        &Credentials::Token(UPSTREAM_TOKEN.to_owned()),
+    );
+    let kubeconfig = dir.join("upstream-kubeconfig");
+    std::fs::copy(upstream_kubeconfig.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+    (standin, kubeconfig)
 }
 
 /// Polls `check` until it gives a value (at most 20 s).

@@ -1194,6 +1194,22 @@ async fn create_grant(State(plane): Plane, caller: Caller, Body(new): Body<NewGr
     Ok(created(grant_json(&plane, &stored).await?))
 }
 
+/// The id of the grant `id` names, when the caller may change it (an admin; not the policy
+/// file's).
+async fn changeable_grant(plane: &ControlPlane, caller: &Caller, id: &str) -> ApiResult<i64> {
+    caller.require(Access::Admin)?;
+    let id = grant_id(id)?;
+    let stored = plane.store().get_grant(id).await?;
+    refuse_owned(
+        plane,
+        owned::GRANT,
+        &super::plane::grant_key(&stored.grant),
+        &format!("grant {id}"),
+    )
+    .await?;
+    Ok(id)
+}
+
 fn grant_id(id: &str) -> ApiResult<i64> {
     id.parse()
         .map_err(|_| ApiError::bad_request(format!("grant id {id:?} is not a number")))
@@ -1221,16 +1237,7 @@ async fn update_grant(
     Path(id): Path<String>,
     Body(update): Body<GrantUpdate>,
 ) -> ApiResult {
-    caller.require(Access::Admin)?;
-    let id = grant_id(&id)?;
-    let stored = plane.store().get_grant(id).await?;
-    refuse_owned(
-        &plane,
-        owned::GRANT,
-        &super::plane::grant_key(&stored.grant),
-        &format!("grant {id}"),
-    )
-    .await?;
+    let id = changeable_grant(&plane, &caller, &id).await?;
     let expires_at = update
         .expires_at
         .as_deref()
@@ -1251,16 +1258,7 @@ async fn update_grant(
 }
 
 async fn delete_grant(State(plane): Plane, caller: Caller, Path(id): Path<String>) -> ApiResult {
-    caller.require(Access::Admin)?;
-    let id = grant_id(&id)?;
-    let stored = plane.store().get_grant(id).await?;
-    refuse_owned(
-        &plane,
-        owned::GRANT,
-        &super::plane::grant_key(&stored.grant),
-        &format!("grant {id}"),
-    )
-    .await?;
+    let id = changeable_grant(&plane, &caller, &id).await?;
     plane
         .store()
         .delete_grant(&caller.user.name, id, None, plane.now())
