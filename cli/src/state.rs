@@ -106,6 +106,10 @@ pub struct Session {
 pub struct CachedToken {
     pub token: String,
     pub expires_at: jiff::Timestamp,
+    /// The process (kubectl) the token was last handed to. The same process asking again means
+    /// the server refused the token (a 401 makes kubectl run the plugin again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_to: Option<u32>,
 }
 
 /// The state folder.
@@ -328,6 +332,7 @@ mod tests {
         let token = CachedToken {
             token: "jwt".into(),
             expires_at: jiff::Timestamp::from_second(2_000_000_000).expect("ts"),
+            handed_to: Some(42),
         };
         home.save_token("https://infra.example.com:443", "production", &token)
             .expect("save");

@@ -40,8 +40,17 @@ fn session_gone(server: &str) -> anyhow::Error {
     )
 }
 
-/// A fresh token for `destination`, from the cache when it has `MARGIN` to live at `now`.
-pub fn token(home: &Home, destination: &str, now: Timestamp) -> Result<CachedToken> {
+/// A fresh token for `destination`, from the cache when it has `MARGIN` to live at `now` and
+/// `caller` (the kubectl process) has not been given it already: kubectl runs the plugin again
+/// when the server answers 401, so a second request from the same process means the cached token
+/// was refused (its session ended, its user lost access) and only the control plane can say
+/// what now.
+pub fn token(
+    home: &Home,
+    destination: &str,
+    now: Timestamp,
+    caller: Option<u32>,
+) -> Result<CachedToken> {
     let config = home.config()?;
     let server_url = config
         .destinations
@@ -54,9 +63,16 @@ pub fn token(home: &Home, destination: &str, now: Timestamp) -> Result<CachedTok
                 "run `infra login SERVER`, then run your kubectl command again",
             )
         })?;
-    if let Some(cached) = home.cached_token(&server_url, destination)
+    if let Some(mut cached) = home.cached_token(&server_url, destination)
         && cached.expires_at.duration_since(now) > MARGIN
+        && (caller.is_none() || cached.handed_to != caller)
     {
+        if caller.is_some() {
+            cached.handed_to = caller;
+            if let Err(e) = home.save_token(&server_url, destination, &cached) {
+                ui::warn(format!("{e:#}"));
+            }
+        }
         return Ok(cached);
     }
     let server = config
@@ -81,6 +97,7 @@ pub fn token(home: &Home, destination: &str, now: Timestamp) -> Result<CachedTok
     let token = CachedToken {
         token: fresh.token,
         expires_at: fresh.expires_at,
+        handed_to: caller,
     };
     if let Err(e) = home.save_token(&server_url, destination, &token) {
         // The token works without the cache; only the next call will be slower.
@@ -90,7 +107,8 @@ pub fn token(home: &Home, destination: &str, now: Timestamp) -> Result<CachedTok
 }
 
 pub fn run(home: &Home, destination: &str) -> Result<()> {
-    let token = token(home, destination, Timestamp::now())?;
+    let caller = std::os::unix::process::parent_id();
+    let token = token(home, destination, Timestamp::now(), Some(caller))?;
     ui::out(&exec_credential(&token))
 }
 
@@ -132,10 +150,20 @@ mod tests {
         let cached = CachedToken {
             token: "cached.jwt".into(),
             expires_at: now + SignedDuration::from_mins(5),
+            handed_to: None,
         };
         home.save_token(server, "production", &cached)
             .expect("save");
-        assert_eq!(token(&home, "production", now).expect("cached"), cached);
+        let given = token(&home, "production", now, Some(4242)).expect("cached");
+        assert_eq!(given.token, cached.token);
+        assert_eq!(given.handed_to, Some(4242));
+        // Another kubectl process gets it from the cache too.
+        let again = token(&home, "production", now, Some(4343)).expect("cached");
+        assert_eq!(again.token, cached.token);
+        // The same process asking again means the server refused it: only the server can say
+        // what now (and it is absent here).
+        let err = token(&home, "production", now, Some(4343)).expect_err("refused token");
+        assert!(format!("{err:#}").contains("127.0.0.1:9"), "{err:#}");
         assert_eq!(
             exec_credential(&cached),
             "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\
@@ -144,7 +172,7 @@ mod tests {
 
         // Within the margin the cache is not used: the (absent) server is asked, and fails.
         let later = cached.expires_at - SignedDuration::from_secs(10);
-        let err = token(&home, "production", later).expect_err("needs the server");
+        let err = token(&home, "production", later, None).expect_err("needs the server");
         assert!(format!("{err:#}").contains("127.0.0.1:9"), "{err:#}");
     }
 
@@ -154,7 +182,7 @@ mod tests {
         let server = "https://127.0.0.1:9";
         let home = logged_in_home(dir.path(), server);
         home.save_session(server, None).expect("forget");
-        let err = token(&home, "production", Timestamp::now()).expect_err("no session");
+        let err = token(&home, "production", Timestamp::now(), None).expect_err("no session");
         let report = ui::render_error(&err, false);
         assert_eq!(
             report,

@@ -577,3 +577,41 @@ async fn login_through_an_oidc_provider_in_the_browser() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_elsewhere_makes_kubectl_say_to_log_in() {
+    let h = ControlHarness::start(POLICY).await;
+    let admin = admin_with_suzie(&h).await;
+    admin
+        .infra(&["grants", "add", SUZIE, DESTINATION, "--role", "view"])
+        .await
+        .ok();
+    let suzie = Person::new();
+    suzie.login(&h, SUZIE, SUZIE_PASSWORD).await.ok();
+    suzie.infra(&["use", DESTINATION]).await.ok();
+    // The token is now cached: kubectl works without asking the control plane.
+    suzie.kubectl(&["get", "pods", "-n", "default"]).await.ok();
+
+    // An admin ends suzie's session (her laptop was stolen). Her cached token is refused by the
+    // proxy at once; kubectl runs the plugin again, which asks the control plane, which says the
+    // session is gone.
+    let keys = admin
+        .infra(&["keys", "list", "--user", SUZIE, "-o", "json"])
+        .await
+        .ok();
+    let keys: Value = serde_json::from_str(&keys.stdout).expect("keys JSON");
+    for key in keys.as_array().expect("array") {
+        let id = key["id"].as_str().expect("id");
+        admin
+            .infra(&["keys", "remove", id, "--user", SUZIE])
+            .await
+            .ok();
+    }
+    let denied = suzie.kubectl(&["get", "pods", "-n", "default"]).await;
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stderr.contains("infra login"),
+        "kubectl shows the plugin's advice: {}",
+        denied.stderr
+    );
+}
