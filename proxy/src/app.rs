@@ -506,6 +506,7 @@ async fn spawn_control_sync(
     let mut changes = plane.subscribe();
     let publisher = Arc::clone(&plane);
     let name = destination.name.clone();
+    let handle_for_roles = Arc::clone(&handle);
     tokio::spawn(async move {
         loop {
             changes.mark_unchanged();
@@ -528,11 +529,13 @@ async fn spawn_control_sync(
             }
         }
     });
+    let reporter = Arc::clone(&handle_for_roles);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            plane.report_unknown_roles(&destination.name, reporter.unknown_roles());
             if let Err(error) = plane
                 .store()
                 .touch_destination(&destination.name, &destination.version, plane.now())

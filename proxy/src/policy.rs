@@ -108,6 +108,20 @@ impl PolicyHandle {
         self.current.load().generation()
     }
 
+    /// The roles that grants of this destination name but that exist nowhere (not built in, not
+    /// in the cluster), sorted.
+    pub fn unknown_roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self
+            .current
+            .load()
+            .grants_with_unknown_role()
+            .map(|g| g.role.clone())
+            .collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+
     /// The number of grants in force for this destination.
     pub fn grant_count(&self) -> usize {
         self.current.load().grants().count()

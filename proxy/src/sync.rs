@@ -421,6 +421,24 @@ pub fn spawn_remote(
         }
     }
     let http = http.build().context("building the control plane client")?;
+    {
+        // Renew the registration every minute, with what this cluster lacks.
+        let (http, remote, handle) = (http.clone(), remote.clone(), Arc::clone(&handle));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_mins(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(error) = register(&http, &remote, &handle).await {
+                    tracing::debug!(
+                        error = format!("{error:#}"),
+                        "renewing the registration failed"
+                    );
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -437,10 +455,11 @@ pub fn spawn_remote(
     Ok(())
 }
 
-async fn follow(
+/// Registers (or renews) the destination at the control plane, with the roles its grants name
+/// that this cluster lacks.
+async fn register(
     http: &reqwest::Client,
     remote: &Remote,
-    state: &SyncState,
     handle: &crate::policy::PolicyHandle,
 ) -> Result<()> {
     let base = remote.control_url.trim_end_matches('/');
@@ -451,6 +470,7 @@ async fn follow(
             "url": remote.public_url,
             "ca_pem": remote.serving_ca_pem,
             "version": env!("CARGO_PKG_VERSION"),
+            "unknown_roles": handle.unknown_roles(),
         }))
         .timeout(Duration::from_secs(15))
         .send()
@@ -463,6 +483,17 @@ async fn follow(
             registered.text().await.unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+async fn follow(
+    http: &reqwest::Client,
+    remote: &Remote,
+    state: &SyncState,
+    handle: &crate::policy::PolicyHandle,
+) -> Result<()> {
+    register(http, remote, handle).await?;
+    let base = remote.control_url.trim_end_matches('/');
     let mut response = http
         .get(format!("{base}/api/sync/{}", remote.destination))
         .bearer_auth(remote.access_key.expose())

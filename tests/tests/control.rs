@@ -505,3 +505,42 @@ async fn tokens_are_short_lived_jwts_for_one_destination_verified_by_the_publish
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_of_a_role_the_cluster_lacks_says_so() {
+    let h = start(POLICY, Db::Sqlite).await;
+    let admin = h.admin().await;
+    let (status, grant) = h
+        .call(
+            "POST",
+            "/api/grants",
+            Some(&admin),
+            Some(json!({"group": "Engineering", "role": "deployer", "resource": DESTINATION})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let id = grant["id"].as_i64().expect("id");
+    // The proxy reports what its cluster lacks with its heartbeat (every 30 s; at once after a
+    // restart of the control plane): the grant says so.
+    h.stop().await;
+    let mut h = h;
+    h.restart().await;
+    let problem = wait_for(|| async {
+        let (_, grant) = h
+            .call("GET", &format!("/api/grants/{id}"), Some(&admin), None)
+            .await;
+        grant["problem"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(problem.contains("deployer"), "{problem}");
+    let (_, destinations) = h.call("GET", "/api/destinations", Some(&admin), None).await;
+    assert_eq!(
+        destinations["items"][0]["unknown_roles"],
+        json!(["deployer"])
+    );
+    // A built-in role has no problem.
+    let (_, grants) = h
+        .call("GET", "/api/grants?role=view", Some(&admin), None)
+        .await;
+    assert!(grants["items"][0]["problem"].is_null(), "{grants}");
+}

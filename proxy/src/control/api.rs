@@ -1104,6 +1104,7 @@ async fn grant_json(plane: &ControlPlane, stored: &StoredGrant) -> ApiResult<Val
         "role": grant.role,
         "resource": grant.resource.to_string(),
         "expires_at": opt_time(grant.expires_at),
+        "problem": grant_problem(plane, grant),
         "source": source(plane, owned::GRANT, &super::plane::grant_key(grant)).await?,
         "created_at": time(stored.created_at),
         "created_by": stored.created_by,
@@ -1192,6 +1193,22 @@ async fn create_grant(State(plane): Plane, caller: Caller, Body(new): Body<NewGr
         .await?;
     plane.changed();
     Ok(created(grant_json(&plane, &stored).await?))
+}
+
+/// What is wrong with `grant`, as its destination's proxy reports it, if anything.
+fn grant_problem(plane: &ControlPlane, grant: &Grant) -> Value {
+    if grant.resource.is_control() {
+        return Value::Null;
+    }
+    let destination = &grant.resource.destination;
+    if plane.unknown_roles(destination).contains(&grant.role) {
+        Value::String(format!(
+            "role {:?} exists neither among the built-in roles nor in the cluster of destination {destination:?}; this grant allows nothing there",
+            grant.role
+        ))
+    } else {
+        Value::Null
+    }
 }
 
 /// The id of the grant `id` names, when the caller may change it (an admin; not the policy
@@ -1497,7 +1514,7 @@ async fn delete_provider(
 // ---------------------------------------------------------------------------------------------
 // Destinations
 
-fn destination_json(destination: &Destination, now: SystemTime) -> Value {
+fn destination_json(plane: &ControlPlane, destination: &Destination, now: SystemTime) -> Value {
     let connected = destination
         .last_seen_at
         .is_some_and(|at| now.duration_since(at).unwrap_or_default() <= CONNECTED_WITHIN);
@@ -1508,6 +1525,7 @@ fn destination_json(destination: &Destination, now: SystemTime) -> Value {
         "version": destination.version,
         "last_seen_at": opt_time(destination.last_seen_at),
         "connected": connected,
+        "unknown_roles": plane.unknown_roles(&destination.name),
     })
 }
 
@@ -1520,7 +1538,7 @@ async fn list_destinations(State(plane): Plane, caller: Caller, params: Params) 
         .list_destinations()
         .await?
         .iter()
-        .map(|d| destination_json(d, now))
+        .map(|d| destination_json(&plane, d, now))
         .collect();
     page(&params, items)
 }
@@ -1531,6 +1549,9 @@ struct DestinationBody {
     url: String,
     ca_pem: String,
     version: String,
+    /// Roles the destination's grants name that its cluster does not have.
+    #[serde(default)]
+    unknown_roles: Vec<String>,
 }
 
 async fn put_destination(
@@ -1546,6 +1567,7 @@ async fn put_destination(
         return Err(ApiError::bad_request("url must be an https URL"));
     }
     let now = plane.now();
+    plane.report_unknown_roles(&name, body.unknown_roles);
     let destination = plane
         .store()
         .put_destination(
@@ -1559,7 +1581,7 @@ async fn put_destination(
             now,
         )
         .await?;
-    Ok(Json(destination_json(&destination, now)).into_response())
+    Ok(Json(destination_json(&plane, &destination, now)).into_response())
 }
 
 async fn delete_destination(

@@ -129,6 +129,9 @@ pub struct ControlPlane {
     ended: std::sync::Mutex<std::collections::HashMap<String, (String, SystemTime)>>,
     /// This replica's name in announcements to the others.
     replica: String,
+    /// What each destination's proxy last reported: roles its grants name that its cluster does
+    /// not have.
+    unknown_roles: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -156,6 +159,7 @@ impl ControlPlane {
             generation: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::Mutex::new(std::collections::HashMap::new()),
             replica: uuid::Uuid::new_v4().to_string(),
+            unknown_roles: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             rng: SystemRandom::new(),
             oidc,
@@ -258,6 +262,29 @@ impl ControlPlane {
                 tracing::error!(%error, "cannot follow the other control replicas");
             }
         });
+    }
+
+    /// Records the roles `destination`'s proxy says its grants name but its cluster lacks.
+    pub fn report_unknown_roles(&self, destination: &str, roles: Vec<String>) {
+        let mut known = self
+            .unknown_roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if roles.is_empty() {
+            known.remove(destination);
+        } else {
+            known.insert(destination.to_owned(), roles);
+        }
+    }
+
+    /// The roles `destination`'s proxy last reported missing.
+    pub fn unknown_roles(&self, destination: &str) -> Vec<String> {
+        self.unknown_roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a
