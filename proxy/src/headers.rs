@@ -100,18 +100,10 @@ pub struct Upstream<'a> {
 /// Fails only when an identity value cannot be a header value (a control character), which the
 /// token verifier already refuses; the check here keeps that invariant local.
 pub fn rewrite(headers: &mut HeaderMap, upstream: &Upstream<'_>) -> Result<(), Refusal> {
-    strip_hop_by_hop(headers, upstream.upgrade);
     // Host is the upstream's, set by the client that dials it.
-    headers.remove(header::HOST);
-
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str()))
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+    strip_hop_by_hop(headers, upstream.upgrade, |name| {
+        name == "host" || is_identity_header(name)
+    });
 
     if upstream.upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -152,14 +144,17 @@ fn identity_value(name: &str) -> Result<HeaderValue, Refusal> {
 /// Strips hop-by-hop headers from a response on its way back to the client.
 pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
     if !upgrade {
-        strip_hop_by_hop(headers, false);
+        strip_hop_by_hop(headers, false, |_| false);
     }
 }
 
-/// Removes the hop-by-hop headers and every name listed in `Connection`. With `upgrade`, the
-/// `Upgrade` header and `Connection`'s `upgrade` token survive (`Connection` itself is set again
-/// by the caller).
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// Removes the hop-by-hop headers, every name listed in `Connection`, and the names `also`
+/// picks. With `upgrade`, the `Upgrade` header and `Connection`'s `upgrade` token survive
+/// (`Connection` itself is set again by the caller).
+///
+/// One pass over the names present finds what to remove (most requests carry none of it),
+/// instead of a hashed lookup per name that might be there.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, also: impl Fn(&str) -> bool) {
     let mut listed: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
@@ -173,14 +168,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
+    listed.extend(
+        headers
+            .keys()
+            .filter(|name| {
+                let name = name.as_str();
+                HOP_BY_HOP.contains(&name) || (!upgrade && name == "upgrade") || also(name)
+            })
+            .cloned(),
+    );
     for name in listed {
         headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if !upgrade {
-        headers.remove(header::UPGRADE);
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Metrics {
     registry: Registry,
     /// Requests by status code and decision.
     pub requests: Family<RequestLabels, Counter>,
+    /// `requests` for code 200 and decision `allow`, resolved once.
+    requests_ok_allowed: Counter,
     /// Time to the response head, in seconds.
     pub latency: Histogram,
     /// Token cache lookups: hits and misses, resolved once.
@@ -72,6 +74,12 @@ impl Metrics {
             "Requests by HTTP status code and authorization decision",
             requests.clone(),
         );
+        let requests_ok_allowed = requests
+            .get_or_create(&RequestLabels {
+                code: 200,
+                decision: "allow",
+            })
+            .clone();
         let latency = Histogram::new([
             0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
             1.0, 2.5, 5.0, 10.0,
@@ -150,6 +158,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            requests_ok_allowed,
             latency,
             token_cache,
             decision_cache,
@@ -161,6 +170,18 @@ impl Metrics {
             grants_unknown_role,
             snapshot_age,
             streams_revoked,
+        }
+    }
+
+    /// Counts a finished request. The common answer (200, allowed) has its counter resolved
+    /// once, so most requests skip the family's lock and label hashing.
+    pub fn count_request(&self, code: u16, decision: &'static str) {
+        if code == 200 && decision == "allow" {
+            self.requests_ok_allowed.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels { code, decision })
+                .inc();
         }
     }
 

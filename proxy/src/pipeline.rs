@@ -13,10 +13,10 @@ use infra_authz::attributes::{self, Attributes};
 use infra_authz::clock::Clock;
 use infra_authz::decision::{Decision, Identity, forbidden_status_message};
 
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, AuditId, Event};
 use crate::authn::Authenticator;
 use crate::headers;
-use crate::metrics::{GaugeGuard, Metrics, RequestLabels};
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
 use crate::status::Refusal;
 use crate::streams::{self, Registration, Streams};
@@ -64,11 +64,14 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
-        let audit_id = uuid::Uuid::new_v4().to_string();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let audit_id = AuditId::next();
+        // Only the audit line needs these after the request is forwarded.
+        let audited = self
+            .audit
+            .enabled()
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
         let mut trail = Trail::default();
-        let response = match self.pipeline(request, peer, &audit_id, &mut trail).await {
+        let response = match self.pipeline(request, peer, audit_id, &mut trail).await {
             Ok(response) => response,
             Err(refusal) => {
                 if let Some(identity) = &trail.identity {
@@ -88,16 +91,11 @@ impl Proxy {
             None => "none",
         };
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                code: response.status().as_u16(),
-                decision,
-            })
-            .inc();
+            .count_request(response.status().as_u16(), decision);
         self.metrics.latency.observe(elapsed.as_secs_f64());
-        if self.audit.enabled() {
+        if let Some((method, path)) = audited {
             self.audit.record(self.event(
-                audit_id,
+                audit_id.to_string(),
                 &method,
                 path,
                 peer,
@@ -168,7 +166,7 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
-        audit_id: &str,
+        audit_id: AuditId,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Refusal> {
         let now = self.clock.now();
@@ -222,7 +220,7 @@ impl Proxy {
                 groups: &identity.groups().collect::<Vec<_>>(),
                 authorization: credential.as_deref(),
                 peer: peer.ip(),
-                audit_id,
+                audit_id: audit_id.encode(&mut [0; 36]),
                 upgrade,
             },
         )?;

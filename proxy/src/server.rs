@@ -144,7 +144,7 @@ async fn serve_connection<H, F>(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -163,43 +163,84 @@ async fn serve_connection<H, F>(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
+    if h2 {
+        // Boxed: the connection task's future holds room for the larger of its branches, and
+        // an HTTP/2 connection's state would otherwise be paid by every HTTP/1.1 connection.
+        Box::pin(serve_h2(io, peer, limits, stop, handler)).await;
+    } else {
+        serve_h1(io, peer, limits, stop, handler).await;
+    }
+}
+
+type Io = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+async fn serve_h2<H, F>(
+    io: Io,
+    peer: SocketAddr,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     // `map` wraps the handler's future without holding a second copy of it (an `async` block
-    // here doubled the per-request future, which hyper keeps per connection).
+    // here doubled the per-request future). hyper spawns each stream's future as a task of its
+    // own, allocated per stream anyway, so it is not boxed again.
     let service = service_fn(move |request| {
         futures_util::FutureExt::map(handler(request, peer), Ok::<_, std::convert::Infallible>)
     });
-    if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Duration::from_mins(1))
-            .adaptive_window(true);
-        let connection = builder.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => log_end(peer, result),
-            () = stopped(&mut stop) => {
-                connection.as_mut().graceful_shutdown();
-                log_end(peer, connection.await);
-            }
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_mins(1))
+        .adaptive_window(true);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_end(peer, result),
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            log_end(peer, connection.await);
         }
-    } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        let connection = builder.serve_connection(io, service).with_upgrades();
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => log_end(peer, result),
-            () = stopped(&mut stop) => {
-                connection.as_mut().graceful_shutdown();
-                log_end(peer, connection.await);
-            }
+    }
+}
+
+async fn serve_h1<H, F>(
+    io: Io,
+    peer: SocketAddr,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    // hyper's HTTP/1.1 server keeps room for one request future per connection from the
+    // connection's start, and moves each request's future into it. Boxed, that room is a
+    // pointer: an idle connection does not hold a request future's worth of memory, and a
+    // request costs one allocation instead of a copy of the whole future.
+    let service = service_fn(move |request| {
+        futures_util::FutureExt::map(
+            Box::pin(handler(request, peer)),
+            Ok::<_, std::convert::Infallible>,
+        )
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_end(peer, result),
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            log_end(peer, connection.await);
         }
     }
 }

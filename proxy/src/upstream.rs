@@ -136,6 +136,8 @@ pub struct Upstream {
     /// TLS with ALPN http/1.1 only, for upgrades.
     upgrade_tls: TlsConnector,
     credential: Credential,
+    /// The `Authorization` value of a fixed token, made once (requests share it).
+    fixed_token: Option<Arc<HeaderValue>>,
     settings: PoolSettings,
     pool: Mutex<Vec<Arc<PooledConnection>>>,
     dialing: tokio::sync::Mutex<()>,
@@ -255,6 +257,10 @@ impl Upstream {
             server_name,
             pooled_tls: TlsConnector::from(Arc::new(pooled)),
             upgrade_tls: TlsConnector::from(Arc::new(upgrade)),
+            fixed_token: match &credential {
+                Credential::Token(_) => credential.header(),
+                Credential::None | Credential::TokenFile { .. } => None,
+            },
             credential,
             settings,
             pool: Mutex::new(Vec::new()),
@@ -264,7 +270,10 @@ impl Upstream {
 
     /// The credential to put on each request.
     pub fn credential(&self) -> Option<Arc<HeaderValue>> {
-        self.credential.header()
+        match &self.credential {
+            Credential::Token(_) => self.fixed_token.clone(),
+            Credential::None | Credential::TokenFile { .. } => self.credential.header(),
+        }
     }
 
     /// The absolute URI for a request path and query.
