@@ -253,13 +253,23 @@ async fn login_list_use_kubectl_grants_and_logout() {
 
     suzie.kubectl(&["get", "pods", "-n", "default"]).await.ok();
 
-    // A cached token: two plugin calls print the same token.
+    // A cached token: two plugin calls (by two processes, as two kubectl runs are) print the
+    // same token. The shell keeps itself between the test and the plugin: `; exit $?` stops it
+    // from exec'ing the plugin in its place.
+    let binary = infra_binary();
+    let binary = binary.to_str().expect("a UTF-8 path");
+    let plugin_call = [
+        "-c",
+        "\"$0\" tokens --destination \"$1\"; exit $?",
+        binary,
+        DESTINATION,
+    ];
     let first = suzie
-        .infra(&["tokens", "--destination", DESTINATION])
+        .run_program(Path::new("/bin/sh"), &plugin_call, &[], "")
         .await
         .ok();
     let second = suzie
-        .infra(&["tokens", "--destination", DESTINATION])
+        .run_program(Path::new("/bin/sh"), &plugin_call, &[], "")
         .await
         .ok();
     let credential: Value = serde_json::from_str(&first.stdout).expect("ExecCredential");

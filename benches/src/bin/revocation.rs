@@ -168,7 +168,7 @@ async fn run(cli: &Cli) -> Result<String> {
     for &postgres in stores {
         let store = if postgres { "PostgreSQL" } else { "SQLite" };
         eprintln!("revocation: starting the control plane ({store}) and three proxies");
-        let mut bench = Bench::start(postgres, cli).await?;
+        let mut bench = Box::pin(Bench::start(postgres, cli)).await?;
         for round in 0..cli.warmup {
             bench
                 .round()
