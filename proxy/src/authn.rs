@@ -297,6 +297,11 @@ impl Authenticator {
     }
 
     fn may_refetch(issuer: &Issuer) -> bool {
+        // The snapshot's keys are in memory: reading them again costs nothing, and a proxy that
+        // started before its first snapshot must not wait out the network back-off.
+        if matches!(issuer.config.keys, KeySource::Snapshot(_)) {
+            return true;
+        }
         issuer
             .last_fetch
             .lock()
