@@ -125,7 +125,23 @@ impl ControlHarness {
             worker_threads: None,
             log_format: "text".to_owned(),
         };
-        let proxy = app::start(args.clone()).await.expect("infra-proxy starts");
+        // The control address is chosen before the start (it is the tokens' issuer); another
+        // test may take the port in between, so try again with another.
+        let mut args = args;
+        let mut attempts = 0;
+        let proxy = loop {
+            match app::start(args.clone()).await {
+                Ok(proxy) => break proxy,
+                Err(error)
+                    if attempts < 5
+                        && format!("{error:#}").contains("binding the control listener") =>
+                {
+                    attempts += 1;
+                    args.control.control_listen = Some(free_port());
+                }
+                Err(error) => panic!("infra-proxy starts: {error:#}"),
+            }
+        };
         let http = reqwest::Client::builder()
             .add_root_certificate(
                 reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA"),
