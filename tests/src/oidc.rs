@@ -206,61 +206,20 @@ impl OidcProvider {
         }
     }
 
-    async fn follow_away(&self, authorize_url: &str, user: &str, password: &str) -> Result<Url> {
+    /// [`Self::sign_in`], answering an error instead of panicking (a refused password, a
+    /// disabled account).
+    pub async fn try_sign_in(&self, start: &Url, user: &str, password: &str) -> Result<Url> {
         let browser = http_client(&self.ca, true)?;
         let issuer = Url::parse(&self.issuer).context("the issuer is a URL")?;
-        let mut url = Url::parse(authorize_url).context("the authorization URL")?;
-        let mut response = browser
-            .get(url.clone())
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let mut logged_in = false;
-        for _ in 0..MAX_STEPS {
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| anyhow!("{status} from {url} without a Location"))?;
-                let next = url
-                    .join(location)
-                    .with_context(|| format!("{url} redirected to {location:?}"))?;
-                if next.origin() != issuer.origin() {
-                    return Ok(next);
-                }
-                url = next;
-                response = browser
-                    .get(url.clone())
-                    .send()
-                    .await
-                    .with_context(|| format!("GET {url}"))?;
-                continue;
-            }
-            let body = response
-                .text()
-                .await
-                .with_context(|| format!("reading {url}"))?;
-            if status == StatusCode::UNAUTHORIZED && body.contains("Invalid email or password") {
-                bail!("the provider refused the password of {user}");
-            }
-            ensure!(status == StatusCode::OK, "{url} answered {status}: {body}");
-            ensure!(!logged_in, "the provider asked for the login a second time");
-            let action =
-                form_action(&body).ok_or_else(|| anyhow!("{url} shows no form to post: {body}"))?;
-            url = url
-                .join(&action)
-                .with_context(|| format!("the form of {url} posts to {action:?}"))?;
-            response = browser
-                .post(url.clone())
-                .form(&[("login", user), ("password", password)])
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            logged_in = true;
-        }
-        bail!("no redirect away from the provider after {MAX_STEPS} steps (last: {url})")
+        drive(&browser, start.clone(), user, password, |next| {
+            next.origin() != issuer.origin()
+        })
+        .await
+    }
+
+    async fn follow_away(&self, authorize_url: &str, user: &str, password: &str) -> Result<Url> {
+        let start = Url::parse(authorize_url).context("the authorization URL")?;
+        self.try_sign_in(&start, user, password).await
     }
 
     /// How many times the provider's JWKS has been fetched (`GET /jwks`), by anyone.
@@ -346,9 +305,10 @@ impl OidcProvider {
         )
         .with_context(|| format!("building the authorization URL from {authorization_endpoint}"))?;
 
-        let callback = self
-            .follow_to_callback(&browser, start, user, password)
-            .await?;
+        let callback = drive(&browser, start, user, password, |next| {
+            next.as_str().starts_with(REDIRECT_URI)
+        })
+        .await?;
         let param = |name: &str| {
             callback
                 .query_pairs()
@@ -399,69 +359,69 @@ impl OidcProvider {
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("{token_endpoint} answered no id_token: {body}"))
     }
+}
 
-    /// Follows redirects and posts the login form until the provider redirects to
-    /// [`REDIRECT_URI`]; answers that URL.
-    async fn follow_to_callback(
-        &self,
-        browser: &reqwest::Client,
-        start: Url,
-        user: &str,
-        password: &str,
-    ) -> Result<Url> {
-        let mut url = start;
-        let mut response = browser
-            .get(url.clone())
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let mut logged_in = false;
-        for _ in 0..MAX_STEPS {
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| anyhow!("{status} from {url} without a Location"))?;
-                let next = url
-                    .join(location)
-                    .with_context(|| format!("{url} redirected to {location:?}"))?;
-                if next.as_str().starts_with(REDIRECT_URI) {
-                    return Ok(next);
-                }
-                url = next;
-                response = browser
-                    .get(url.clone())
-                    .send()
-                    .await
-                    .with_context(|| format!("GET {url}"))?;
-                continue;
+/// A browser at the provider: follows redirects from `start` and posts the login form (once)
+/// until a redirect goes where `leaves` says the provider is left; answers that URL, unvisited.
+async fn drive(
+    browser: &reqwest::Client,
+    start: Url,
+    user: &str,
+    password: &str,
+    leaves: impl Fn(&Url) -> bool,
+) -> Result<Url> {
+    let mut url = start;
+    let mut response = browser
+        .get(url.clone())
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let mut logged_in = false;
+    for _ in 0..MAX_STEPS {
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| anyhow!("{status} from {url} without a Location"))?;
+            let next = url
+                .join(location)
+                .with_context(|| format!("{url} redirected to {location:?}"))?;
+            if leaves(&next) {
+                return Ok(next);
             }
-            let body = response
-                .text()
-                .await
-                .with_context(|| format!("reading {url}"))?;
-            if status == StatusCode::UNAUTHORIZED && body.contains("Invalid email or password") {
-                bail!("the provider refused the password of {user}");
-            }
-            ensure!(status == StatusCode::OK, "{url} answered {status}: {body}");
-            ensure!(!logged_in, "the provider asked for the login a second time");
-            let action =
-                form_action(&body).ok_or_else(|| anyhow!("{url} shows no form to post: {body}"))?;
-            url = url
-                .join(&action)
-                .with_context(|| format!("the form of {url} posts to {action:?}"))?;
+            url = next;
             response = browser
-                .post(url.clone())
-                .form(&[("login", user), ("password", password)])
+                .get(url.clone())
                 .send()
                 .await
-                .with_context(|| format!("POST {url}"))?;
-            logged_in = true;
+                .with_context(|| format!("GET {url}"))?;
+            continue;
         }
-        bail!("no redirect to {REDIRECT_URI} after {MAX_STEPS} steps (last: {url})")
+        let body = response
+            .text()
+            .await
+            .with_context(|| format!("reading {url}"))?;
+        if status == StatusCode::UNAUTHORIZED && body.contains("Invalid email or password") {
+            bail!("the provider refused the password of {user}");
+        }
+        ensure!(status == StatusCode::OK, "{url} answered {status}: {body}");
+        ensure!(!logged_in, "the provider asked for the login a second time");
+        let action =
+            form_action(&body).ok_or_else(|| anyhow!("{url} shows no form to post: {body}"))?;
+        url = url
+            .join(&action)
+            .with_context(|| format!("the form of {url} posts to {action:?}"))?;
+        response = browser
+            .post(url.clone())
+            .form(&[("login", user), ("password", password)])
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        logged_in = true;
     }
+    bail!("no redirect away from the provider after {MAX_STEPS} steps (last: {url})")
 }
 
 /// An HTTPS client that trusts only `ca`, follows no redirects, and keeps cookies if asked.

@@ -13,14 +13,14 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::Result;
 use base64::Engine as _;
 use infra_tests::control::{ControlHarness, Options, free_port};
 use infra_tests::oidc::{
     CARL, INFRA_TEST, OTHER_APP, OidcClient, OidcProvider, REDIRECT_URI, SUZIE, UNVERIFIED,
 };
 use infra_tests::proxy::{DESTINATION, wait_for};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -29,9 +29,6 @@ const PROVIDER: &str = "example";
 
 /// No grants in the file: every grant of these tests is made through the API.
 const POLICY: &str = "grants: []\n";
-
-/// At most this many redirects and form posts in one visit to the provider.
-const MAX_STEPS: usize = 16;
 
 /// A provider, Infra with that provider registered, and the admin's session key.
 struct Setup {
@@ -789,65 +786,7 @@ async fn visit(
     start: &Url,
     (user, password): (&str, &str),
 ) -> Result<Url> {
-    let browser = provider_http(provider);
-    let issuer = Url::parse(provider.issuer()).context("the issuer is a URL")?;
-    let mut url = start.clone();
-    let mut response = browser
-        .get(url.clone())
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let mut signed_in = false;
-    for _ in 0..MAX_STEPS {
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| anyhow!("{status} from {url} without a Location"))?;
-            let next = url
-                .join(location)
-                .with_context(|| format!("{url} redirected to {location:?}"))?;
-            if next.origin() != issuer.origin() {
-                return Ok(next);
-            }
-            url = next;
-            response = browser
-                .get(url.clone())
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            continue;
-        }
-        let body = response
-            .text()
-            .await
-            .with_context(|| format!("reading {url}"))?;
-        ensure!(status == StatusCode::OK, "{url} answered {status}: {body}");
-        ensure!(!signed_in, "the provider asked to sign in a second time");
-        let action =
-            form_action(&body).ok_or_else(|| anyhow!("{url} shows no form to post: {body}"))?;
-        url = url
-            .join(&action)
-            .with_context(|| format!("the form of {url} posts to {action:?}"))?;
-        response = browser
-            .post(url.clone())
-            .form(&[("login", user), ("password", password)])
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        signed_in = true;
-    }
-    bail!("no redirect away from the provider after {MAX_STEPS} steps (last: {url})")
-}
-
-/// The `action` of the first `<form>` in `html`.
-fn form_action(html: &str) -> Option<String> {
-    let form = &html[html.find("<form")?..];
-    let form = &form[..form.find('>')?];
-    let value = &form[form.find("action=\"")? + "action=\"".len()..];
-    Some(value[..value.find('"')?].replace("&amp;", "&"))
+    provider.try_sign_in(start, user, password).await
 }
 
 /// A refusal: `expected` status, a JSON error with a code and a message, and no session key.
