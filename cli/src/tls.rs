@@ -101,10 +101,14 @@ pub fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>> {
             webpki(roots, provider)?
         }
         Trust::Fingerprint { sha256, .. } => Arc::new(Pinned {
-            sha256: sha256.clone(),
+            sha256: Some(sha256.clone()),
             algorithms: provider.signature_verification_algorithms,
         }),
-        Trust::InsecureSkipVerify => Arc::new(Insecure {
+        // `--insecure-skip-tls-verify`: any certificate. The handshake signature is still
+        // checked, which only proves the server holds the key of the certificate it sent,
+        // whoever it is.
+        Trust::InsecureSkipVerify => Arc::new(Pinned {
+            sha256: None,
             algorithms: provider.signature_verification_algorithms,
         }),
     })
@@ -137,10 +141,11 @@ fn config_with(verifier: Arc<dyn ServerCertVerifier>) -> Result<ClientConfig> {
     Ok(config)
 }
 
-/// Trusts exactly one certificate, by its SHA-256 fingerprint.
+/// Trusts exactly one certificate, by its SHA-256 fingerprint; with none, any certificate
+/// (`--insecure-skip-tls-verify`). Handshake signatures are checked either way.
 #[derive(Debug)]
 struct Pinned {
-    sha256: String,
+    sha256: Option<String>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -153,17 +158,16 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint(end_entity) == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                    FingerprintMismatch {
-                        expected: self.sha256.clone(),
+        match &self.sha256 {
+            Some(expected) if fingerprint(end_entity) != *expected => Err(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(FingerprintMismatch {
+                        expected: expected.clone(),
                         got: fingerprint(end_entity),
-                    },
-                ))),
-            ))
+                    })),
+                )),
+            ),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -208,48 +212,6 @@ impl std::fmt::Display for FingerprintMismatch {
 }
 
 impl std::error::Error for FingerprintMismatch {}
-
-/// `--insecure-skip-tls-verify`: any certificate. The handshake signature is still checked, which
-/// only proves the server holds the key of the certificate it sent, whoever it is.
-#[derive(Debug)]
-struct Insecure {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Insecure {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
 
 /// Wraps a verifier: lets every handshake finish, and records the certificate chain and what the
 /// inner verifier said of it. Used only to look at a server's certificate before trusting it;
@@ -476,6 +438,26 @@ mod tests {
         assert_eq!(parse_fingerprint(&colons).expect("colons"), hex);
         assert!(parse_fingerprint("abcd").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_pin_accepts_only_its_certificate_and_insecure_mode_any() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let name = ServerName::try_from("localhost").expect("name");
+        let check = |trust: &Trust, der: &CertificateDer<'_>| {
+            verifier(trust)
+                .expect("verifier")
+                .verify_server_cert(der, &[], &name, &[], UnixTime::now())
+                .is_ok()
+        };
+        let pinned = Trust::Fingerprint {
+            sha256: fingerprint(cert.cert.der()),
+            pem: None,
+        };
+        assert!(check(&pinned, cert.cert.der()));
+        assert!(!check(&pinned, other.cert.der()));
+        assert!(check(&Trust::InsecureSkipVerify, other.cert.der()));
     }
 
     #[test]
