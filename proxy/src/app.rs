@@ -362,8 +362,7 @@ async fn start_control(
         );
     }
     let env_key = std::env::var_os("INFRA_ROOT_KEY").is_some();
-    let store_config = if let Some(url) = control.database.strip_prefix("sqlite:") {
-        let path = PathBuf::from(url.trim_start_matches("//"));
+    let store_config = if let Some(path) = sqlite_path(&control.database) {
         let root_key = match (&control.root_key_file, env_key) {
             (Some(file), _) => RootKeySource::File(file.clone()),
             (None, true) => RootKeySource::Env("INFRA_ROOT_KEY".to_owned()),
@@ -679,10 +678,9 @@ fn kept_certificate(args: &ServeArgs) -> Result<Option<(PathBuf, PathBuf)>> {
     if args.control.control_listen.is_none() {
         return Ok(None);
     }
-    let Some(db) = args.control.database.strip_prefix("sqlite:") else {
+    let Some(db) = sqlite_path(&args.control.database) else {
         return Ok(None);
     };
-    let db = PathBuf::from(db.trim_start_matches("//"));
     let (cert, key) = (
         db.with_file_name("infra-tls.crt"),
         db.with_file_name("infra-tls.key"),
@@ -691,4 +689,11 @@ fn kept_certificate(args: &ServeArgs) -> Result<Option<(PathBuf, PathBuf)>> {
         tracing::info!(cert = %cert.display(), "made a self-signed certificate for localhost, kept for later starts");
     }
     Ok(Some((cert, key)))
+}
+
+/// The file of a `sqlite:PATH` (or `sqlite://PATH`) database setting.
+fn sqlite_path(database: &str) -> Option<PathBuf> {
+    database
+        .strip_prefix("sqlite:")
+        .map(|path| PathBuf::from(path.trim_start_matches("//")))
 }
