@@ -26,6 +26,28 @@ async fn user(h: &ControlHarness, admin: &str, name: &str) -> String {
     h.login(name, PASSWORD).await
 }
 
+/// suzie@example.com, a member of Engineering, logged in; answers her session key.
+async fn engineer(h: &ControlHarness, admin: &str) -> String {
+    let suzie = user(h, admin, "suzie@example.com").await;
+    ok(
+        h,
+        "POST",
+        "/api/groups",
+        admin,
+        Some(json!({"name": "Engineering"})),
+    )
+    .await;
+    ok(
+        h,
+        "PUT",
+        "/api/groups/Engineering/members/suzie@example.com",
+        admin,
+        None,
+    )
+    .await;
+    suzie
+}
+
 async fn ok(
     h: &ControlHarness,
     method: &str,
@@ -76,23 +98,7 @@ async fn removing_a_membership_a_session_or_a_user_takes_effect_on_the_proxy_at_
     )
     .await;
     let admin = h.admin().await;
-    let suzie = user(&h, &admin, "suzie@example.com").await;
-    ok(
-        &h,
-        "POST",
-        "/api/groups",
-        &admin,
-        Some(json!({"name": "Engineering"})),
-    )
-    .await;
-    ok(
-        &h,
-        "PUT",
-        "/api/groups/Engineering/members/suzie@example.com",
-        &admin,
-        None,
-    )
-    .await;
+    let suzie = engineer(&h, &admin).await;
     let token = h.token(&suzie).await;
     let client = client_for(&h.ca);
     let proxy = h.proxy_url();
@@ -398,23 +404,7 @@ async fn control_replicas_on_postgresql_learn_of_each_others_changes() {
     )
     .await;
     let admin = a.admin().await;
-    let suzie = user(&a, &admin, "suzie@example.com").await;
-    ok(
-        &a,
-        "POST",
-        "/api/groups",
-        &admin,
-        Some(json!({"name": "Engineering"})),
-    )
-    .await;
-    ok(
-        &a,
-        "PUT",
-        "/api/groups/Engineering/members/suzie@example.com",
-        &admin,
-        None,
-    )
-    .await;
+    let suzie = engineer(&a, &admin).await;
 
     // Suzie's session was made on replica a; replica b's proxy knows it and her group.
     let token = token_for(&b, &suzie, DESTINATION).await;
