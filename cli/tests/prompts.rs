@@ -2,7 +2,7 @@
 //! terminal would answer them: the certificate trust question, the identity provider list, the
 //! username and password prompts, and the saved-server list of a second `infra login`.
 //!
-//! The real binary (`target/<profile>/infra`, or `INFRA_TESTS_CLI`) runs in a pty of its own
+//! The real binary (this package's, or the one `INFRA_TESTS_CLI` names) runs in a pty of its own
 //! against infra-proxy with its embedded control plane, with `INFRA_HOME` and `KUBECONFIG` in a
 //! temporary folder and `NO_COLOR=1` (dialoguer's plain theme). ANSI escapes (cursor moves of
 //! the prompts) are stripped from what the tests read.
@@ -27,22 +27,9 @@ const UP: &str = "\x1b[A";
 const ENTER: &str = "\r";
 
 fn infra_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("INFRA_TESTS_CLI") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/cli_prompts-<hash> -> target/<profile>/infra
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("infra");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p infra` (cargo test --workspace does)",
-        path.display()
-    );
-    path
+    // Cargo builds this package's binary before its integration tests and names it here.
+    std::env::var_os("INFRA_TESTS_CLI")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_infra")), PathBuf::from)
 }
 
 /// One person's machine: `~/.infra` and the kubeconfig, in a temporary folder.

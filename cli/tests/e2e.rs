@@ -2,8 +2,8 @@
 //! (real TLS, real SQLite) in front of the stand-in apiserver, and the real kubectl through the
 //! kubeconfig the CLI wrote, its credential plugin being the CLI itself.
 //!
-//! The binary is `target/<profile>/infra`, next to this test's own folder; `cargo test
-//! --workspace` (what `scripts/test` runs) builds it. `INFRA_TESTS_CLI` names another one.
+//! The binary is this package's own (cargo builds it before these tests and passes its path as
+//! `CARGO_BIN_EXE_infra`); `INFRA_TESTS_CLI` names another one.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,22 +20,9 @@ const SUZIE: &str = "suzie@example.com";
 const SUZIE_PASSWORD: &str = "a-long-enough-passphrase";
 
 fn infra_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("INFRA_TESTS_CLI") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/cli-<hash> -> target/<profile>/infra
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("infra");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p infra` (cargo test --workspace does)",
-        path.display()
-    );
-    path
+    // Cargo builds this package's binary before its integration tests and names it here.
+    std::env::var_os("INFRA_TESTS_CLI")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_infra")), PathBuf::from)
 }
 
 /// One person at one machine: their `~/.infra`, kubeconfig and home folder.
