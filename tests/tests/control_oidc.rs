@@ -8,6 +8,7 @@
 //! redirect, and the test reads `code` and `state` from its `Location`), and posts the code and
 //! the verifier to Infra.
 //!
+//! Logins in flight live in the store: one started on a control replica finishes on another.
 //! Refused logins get a 4xx with a JSON error and no session; re-verification at the provider
 //! ends the sessions of a user the provider no longer knows.
 
@@ -40,13 +41,24 @@ struct Setup {
 /// Starts the provider and Infra (trusting the provider's CA), and registers the provider
 /// through the API as `client`.
 async fn setup(client: OidcClient, provider_recheck_seconds: Option<u64>) -> Setup {
+    setup_with(
+        client,
+        Options {
+            provider_recheck_seconds,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// [`setup`] with Infra's other options.
+async fn setup_with(client: OidcClient, options: Options) -> Setup {
     let provider = OidcProvider::start().await;
     let infra = ControlHarness::start_with(
         POLICY,
         Options {
             provider_ca_file: Some(provider.ca_file().into()),
-            provider_recheck_seconds,
-            ..Options::default()
+            ..options
         },
     )
     .await;
@@ -239,6 +251,44 @@ async fn a_reused_state_is_refused() {
         .finish(&started.state, &fresh.code, Some(&pkce.verifier))
         .await;
     assert_refused(status, &body, 400, "a used state with a fresh code");
+    assert_eq!(s.sessions_of(SUZIE.0).await, 1);
+}
+
+/// Two control replicas on one PostgreSQL store: the login starts on one and the browser's
+/// callback reaches the other (no session affinity needed); the state is still single use
+/// across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_started_on_one_replica_finishes_on_another() {
+    let s = setup_with(
+        INFRA_TEST,
+        Options {
+            postgres: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let other = ControlHarness::start_with(
+        POLICY,
+        Options {
+            replica_of: Some(s.infra.store_of()),
+            provider_ca_file: Some(s.provider.ca_file().into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pkce = pkce();
+    let started = s.start_login(&loopback_redirect_uri(), &pkce).await;
+    let callback = s.authorize(&started, SUZIE).await;
+    let login = json!({"oidc": {"state": callback.state, "code": callback.code, "code_verifier": pkce.verifier}});
+    let (status, body) = other
+        .call("POST", "/api/login", None, Some(login.clone()))
+        .await;
+    assert_eq!(status, 200, "finishing on the other replica: {body}");
+    assert_eq!(body["user"], SUZIE.0);
+
+    // Used up on the second replica: refused on the first.
+    let (status, body) = s.infra.call("POST", "/api/login", None, Some(login)).await;
+    assert_refused(status, &body, 400, "the state used up on the other replica");
     assert_eq!(s.sessions_of(SUZIE.0).await, 1);
 }
 

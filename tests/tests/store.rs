@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use infra_authz::clock::{Clock as _, ManualClock};
 use infra_authz::policy::{Grant, Provider, ProviderKind, Resource, Secret, Subject};
 use infra_proxy::control::crypto::{RootKeySource, SecretBytes};
+use infra_proxy::control::oidc::{self, PendingLogin};
 use infra_proxy::control::passwords::{self, Passwords};
 use infra_proxy::control::store::{
     Database, KeyError, KeyKind, LoginError, NewAccessKey, NewDestination, NewSigningKey,
@@ -144,6 +145,7 @@ async fn suite(config: &StoreConfig, raw: &Raw) {
     providers_and_sessions(&store, &clock, raw).await;
     destinations_and_signing_keys(&store, &clock, raw).await;
     audit_trail(&store, &clock).await;
+    oidc_logins_in_flight(&store, &clock, raw).await;
     passwords_and_lockout(&store, config, &clock, raw).await;
     store.close().await;
 
@@ -902,6 +904,85 @@ async fn destinations_and_signing_keys(store: &Store, clock: &ManualClock, raw: 
         .await
         .expect("delete");
     assert!(store.signing_keys().await.expect("list").is_empty());
+}
+
+/// Logins in flight: kept under the state's hash, taken once, dropped when expired, capped.
+async fn oidc_logins_in_flight(store: &Store, clock: &ManualClock, raw: &Raw) {
+    let now = clock.now();
+    let login = |n: u32, expires_at: SystemTime| PendingLogin {
+        provider: "okta".to_owned(),
+        nonce: format!("nonce-{n}"),
+        redirect_uri: "http://127.0.0.1:4000/callback".to_owned(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        expires_at,
+    };
+    let live = now + Duration::from_mins(10);
+    let first = oidc::state_key("state-one");
+    assert!(
+        store
+            .put_oidc_login(&first, &login(1, live), now, 3)
+            .await
+            .expect("put")
+    );
+    assert_eq!(
+        raw.bytes(
+            "SELECT nonce FROM oidc_logins WHERE state_sha256 = $1",
+            "state-one"
+        )
+        .await
+        .len(),
+        0,
+        "the state itself is not a key of the table"
+    );
+    assert_eq!(
+        store.take_oidc_login(&first).await.expect("take"),
+        Some(login(1, live))
+    );
+    assert_eq!(
+        store.take_oidc_login(&first).await.expect("take again"),
+        None,
+        "a login is taken once"
+    );
+
+    // At the cap a new login is refused, until expired ones make room.
+    let soon = now + Duration::from_mins(1);
+    for n in 0..3 {
+        assert!(
+            store
+                .put_oidc_login(&oidc::state_key(&format!("s{n}")), &login(n, soon), now, 3)
+                .await
+                .expect("put")
+        );
+    }
+    assert!(
+        !store
+            .put_oidc_login(&oidc::state_key("s3"), &login(3, soon), now, 3)
+            .await
+            .expect("put at the cap"),
+        "the fourth login is refused"
+    );
+    let later = now + Duration::from_secs(61);
+    assert!(
+        store
+            .put_oidc_login(&oidc::state_key("s3"), &login(3, live), later, 3)
+            .await
+            .expect("put after expiry")
+    );
+    assert_eq!(
+        store
+            .take_oidc_login(&oidc::state_key("s0"))
+            .await
+            .expect("take"),
+        None,
+        "expired logins were dropped"
+    );
+    assert!(
+        store
+            .take_oidc_login(&oidc::state_key("s3"))
+            .await
+            .expect("take")
+            .is_some()
+    );
 }
 
 async fn audit_trail(store: &Store, clock: &ManualClock) {

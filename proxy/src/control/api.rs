@@ -16,7 +16,7 @@ use infra_authz::policy::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::oidc::OidcError;
+use super::oidc::{self, OidcError};
 use super::plane::{ControlPlane, owned};
 use super::store::{
     AccessKey, Destination, KeyError, KeyKind, LoginError, NewAccessKey, NewDestination,
@@ -589,14 +589,16 @@ async fn oidc_login(
 ) -> ApiResult<User> {
     let now = plane.now();
     let store = plane.store();
-    let name = plane
-        .oidc
-        .provider_of(state)
+    // Used up here, once, whatever happens next (and on whichever replica it started).
+    let pending = store
+        .take_oidc_login(&oidc::state_key(state))
+        .await?
         .ok_or_else(|| ApiError::from(OidcError::UnknownState))?;
+    let name = pending.provider.clone();
     let provider = store.get_provider(&name).await?.provider;
     let vouched = plane
         .oidc
-        .finish(&provider, state, code, code_verifier, now)
+        .finish(&provider, pending, code, code_verifier, now)
         .await?;
     let user = match store.get_user(&vouched.email).await {
         Ok(user) => user,
@@ -668,15 +670,26 @@ async fn start_oidc_login(State(plane): Plane, Body(request): Body<OidcStart>) -
         .get_provider(&request.provider)
         .await?
         .provider;
-    let (authorize_url, state) = plane
+    let now = plane.now();
+    let (authorize_url, state, pending) = plane
         .oidc
         .start(
             &provider,
             &request.redirect_uri,
             &request.code_challenge,
-            plane.now(),
+            now,
         )
         .await?;
+    if !plane
+        .store()
+        .put_oidc_login(&oidc::state_key(&state), &pending, now, oidc::MAX_PENDING)
+        .await?
+    {
+        return Err(OidcError::Unavailable(
+            "too many logins in flight; try again in a minute".into(),
+        )
+        .into());
+    }
     Ok(Json(json!({"authorize_url": authorize_url, "state": state})).into_response())
 }
 

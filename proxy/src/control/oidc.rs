@@ -7,11 +7,10 @@
 //! The client (the CLI) holds the PKCE verifier and sends only its challenge here first; the
 //! verifier arrives with the code, and must match the challenge before the code is exchanged.
 //!
-//! Logins in flight are kept in memory: with several control replicas, the start and the end of
-//! one login must reach the same replica (session affinity), or the login is refused as unknown.
+//! Logins in flight are kept in the store (the state only as its SHA-256), so with several
+//! control replicas a login may start on one and finish on another; the state is used up by one
+//! atomic delete, whichever replica gets it first.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
@@ -32,8 +31,8 @@ use super::plane::ControlConfig;
 
 /// How long a login may take at the provider.
 pub const LOGIN_LIFETIME: Duration = Duration::from_mins(10);
-/// The most logins in flight at once (older ones are dropped first).
-const MAX_PENDING: usize = 10_000;
+/// The most logins in flight at once; beyond it a new login is refused until some expire.
+pub const MAX_PENDING: i64 = 10_000;
 
 /// Why an OIDC login or check failed. The message is safe to show to the user.
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +51,25 @@ pub enum OidcError {
     Unavailable(String),
 }
 
-#[derive(Debug)]
-struct Pending {
-    provider: String,
-    nonce: String,
-    redirect_uri: String,
-    code_challenge: String,
-    expires_at: SystemTime,
+/// A login in flight: what its end is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    /// The provider's name in Infra.
+    pub provider: String,
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    /// Where the provider sends the browser back (the code exchange repeats it).
+    pub redirect_uri: String,
+    /// The S256 PKCE challenge the verifier must match.
+    pub code_challenge: String,
+    /// When the login stops being accepted.
+    pub expires_at: SystemTime,
+}
+
+/// How a login's state is stored and looked up: its SHA-256, hex. A reader of the store cannot
+/// finish someone's login with it.
+pub fn state_key(state: &str) -> String {
+    hex::encode(Sha256::digest(state.as_bytes()))
 }
 
 /// A user the provider vouched for.
@@ -86,7 +97,6 @@ pub struct Checked {
 /// Logins in flight, and the HTTP client for providers.
 #[derive(Debug)]
 pub struct OidcLogins {
-    pending: Mutex<HashMap<String, Pending>>,
     http: reqwest::Client,
     redirect_uris: Vec<String>,
     rng: SystemRandom,
@@ -111,7 +121,6 @@ impl OidcLogins {
             }
         }
         Ok(Self {
-            pending: Mutex::new(HashMap::new()),
             http: http
                 .build()
                 .context("building the HTTP client for providers")?,
@@ -120,15 +129,16 @@ impl OidcLogins {
         })
     }
 
-    /// Starts a login: checks the redirect URI, keeps a new state and nonce, and answers the
-    /// provider URL to send the browser to, and the state.
+    /// Starts a login: checks the redirect URI, makes a new state and nonce, and answers the
+    /// provider URL to send the browser to, the state, and the login for the caller to keep
+    /// (under [`state_key`]) until it ends.
     pub async fn start(
         &self,
         provider: &Provider,
         redirect_uri: &str,
         code_challenge: &str,
         now: SystemTime,
-    ) -> Result<(String, String), OidcError> {
+    ) -> Result<(String, String, PendingLogin), OidcError> {
         self.check_redirect_uri(redirect_uri)?;
         if code_challenge.len() != 43
             || !code_challenge
@@ -178,55 +188,29 @@ impl OidcLogins {
                 .add_extra_param("prompt", "consent");
         }
         let (url, _, _) = request.url();
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.retain(|_, p| p.expires_at > now);
-        if pending.len() >= MAX_PENDING {
-            return Err(OidcError::Unavailable(
-                "too many logins in flight; try again in a minute".into(),
-            ));
-        }
-        pending.insert(
-            state.clone(),
-            Pending {
-                provider: provider.name.clone(),
-                nonce,
-                redirect_uri: redirect_uri.to_owned(),
-                code_challenge: code_challenge.to_owned(),
-                expires_at: now + LOGIN_LIFETIME,
-            },
-        );
-        Ok((url.to_string(), state))
+        let pending = PendingLogin {
+            provider: provider.name.clone(),
+            nonce,
+            redirect_uri: redirect_uri.to_owned(),
+            code_challenge: code_challenge.to_owned(),
+            expires_at: now + LOGIN_LIFETIME,
+        };
+        Ok((url.to_string(), state, pending))
     }
 
-    /// The provider a login in flight is at, without using the state up.
-    pub fn provider_of(&self, state: &str) -> Option<String> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(state)
-            .map(|p| p.provider.clone())
-    }
-
-    /// Ends a login: uses the state up (once, whatever happens next), checks the PKCE verifier,
-    /// exchanges the code and verifies the ID token.
+    /// Ends a login whose state the caller has used up: checks that it is still live and at
+    /// `provider`, checks the PKCE verifier, exchanges the code and verifies the ID token.
     pub async fn finish(
         &self,
         provider: &Provider,
-        state: &str,
+        pending: PendingLogin,
         code: &str,
         code_verifier: &str,
         now: SystemTime,
     ) -> Result<Vouched, OidcError> {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(state)
-            .filter(|p| p.expires_at > now && p.provider == provider.name)
-            .ok_or(OidcError::UnknownState)?;
+        if pending.expires_at <= now || pending.provider != provider.name {
+            return Err(OidcError::UnknownState);
+        }
         if !(43..=128).contains(&code_verifier.len())
             || !code_verifier
                 .bytes()

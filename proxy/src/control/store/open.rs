@@ -246,7 +246,7 @@ impl Contents {
     }
 }
 
-fn migrator(steps: [(&'static str, &'static str); 2]) -> Migrator {
+fn migrator<const N: usize>(steps: [(&'static str, &'static str); N]) -> Migrator {
     Migrator::with_migrations(
         (1..)
             .zip(steps)
@@ -273,6 +273,10 @@ fn sqlite_migrator() -> Migrator {
             "managed",
             include_str!("../../../migrations/sqlite/0002_managed.sql"),
         ),
+        (
+            "oidc logins",
+            include_str!("../../../migrations/sqlite/0003_oidc_logins.sql"),
+        ),
     ])
 }
 
@@ -285,6 +289,10 @@ fn postgres_migrator() -> Migrator {
         (
             "managed",
             include_str!("../../../migrations/postgres/0002_managed.sql"),
+        ),
+        (
+            "oidc logins",
+            include_str!("../../../migrations/postgres/0003_oidc_logins.sql"),
         ),
     ])
 }
