@@ -360,21 +360,19 @@ async fn the_policy_file_owns_what_it_declares(db: Db) {
         .await;
     assert_eq!(status, 409, "{body}");
 
-    // Editing the file: the old grant goes, the new one comes, the group goes.
+    // Editing the file: the old grant goes, the new one comes (owned by the file), the group
+    // goes. A reload is applied step by step (new grants first), so wait for its end.
     h.write_policy("grants:\n  - user: carl@example.com\n    role: edit\n    resource: testing\n");
-    let grants = wait_for(|| async {
+    wait_for(|| async {
         let (_, grants) = h.call("GET", "/api/grants", Some(&admin), None).await;
         let items = grants["items"].as_array().cloned().unwrap_or_default();
-        items
-            .iter()
-            .any(|g| g["user"] == "carl@example.com" && g["role"] == "edit")
-            .then_some(items)
+        let added = items.iter().any(|g| {
+            g["user"] == "carl@example.com" && g["role"] == "edit" && g["source"] == "file"
+        });
+        let removed = !items.iter().any(|g| g["group"] == "Engineering");
+        (added && removed).then_some(())
     })
     .await;
-    assert!(
-        !grants.iter().any(|g| g["group"] == "Engineering"),
-        "{grants:?}"
-    );
     wait_for(|| async {
         (h.call("GET", "/api/groups/Engineering", Some(&admin), None)
             .await
