@@ -433,8 +433,9 @@ async fn an_expiring_grant_lapses() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_through_an_oidc_provider_in_the_browser() {
+/// The test provider, and Infra with it added by the admin (`infra providers add`) and its
+/// Engineering group granted view on the destination (`infra grants add`).
+async fn with_provider() -> (OidcProvider, ControlHarness) {
     let provider = OidcProvider::start().await;
     let h = ControlHarness::start_with(
         POLICY,
@@ -444,7 +445,6 @@ async fn login_through_an_oidc_provider_in_the_browser() {
         },
     )
     .await;
-    // The admin adds the provider and gives its Engineering group view on the destination.
     let admin = Person::new();
     admin.login(&h, "admin", ADMIN_PASSWORD).await.ok();
     admin
@@ -476,7 +476,12 @@ async fn login_through_an_oidc_provider_in_the_browser() {
         ])
         .await
         .ok();
+    (provider, h)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_through_an_oidc_provider_in_the_browser() {
+    let (provider, h) = with_provider().await;
     // Suzie's "browser" writes down the URL it was asked to open.
     let suzie = Person::new();
     let opened = suzie.dir.path().join("browser-url");
@@ -550,6 +555,12 @@ async fn login_through_an_oidc_provider_in_the_browser() {
         "{stderr}"
     );
 
+    logged_in_through_the_provider(&suzie).await;
+}
+
+/// Suzie, logged in through the provider: she is its user with its groups, her group's grant
+/// lists the destination, and kubectl reaches it.
+async fn logged_in_through_the_provider(suzie: &Person) {
     let me = suzie.infra(&["whoami", "-o", "json"]).await.ok();
     let me: Value = serde_json::from_str(&me.stdout).expect("whoami JSON");
     assert_eq!(me["name"], SUZIE);
@@ -560,7 +571,6 @@ async fn login_through_an_oidc_provider_in_the_browser() {
             .contains(&json!("Engineering")),
         "the provider's groups: {me}"
     );
-    // Her group's grant: the destination is listed, and kubectl reaches it.
     let list = suzie.infra(&["list"]).await.ok();
     assert!(
         list.stdout.contains(DESTINATION) && list.stdout.contains("view"),
@@ -573,6 +583,92 @@ async fn login_through_an_oidc_provider_in_the_browser() {
         (out.code == 0).then_some(())
     })
     .await;
+}
+
+/// `--no-browser`: no browser is started; the URL is printed, opened elsewhere (here, by the
+/// test's HTTP client on the same machine), and the provider's redirect reaches the CLI's
+/// loopback listener as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_through_an_oidc_provider_without_a_browser() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+    let (provider, h) = with_provider().await;
+    let suzie = Person::new();
+    // A browser that must not be started: it would leave a file behind.
+    let started = suzie.dir.path().join("browser-started");
+    let browser = suzie.dir.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\ntouch '{}'\n", started.display()),
+    )
+    .expect("write the browser script");
+    make_executable(&browser);
+    let ca = suzie.dir.path().join("ca.pem");
+    std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
+    let mut login = suzie
+        .command(
+            &infra_binary(),
+            &[
+                "login",
+                &h.control_url(),
+                "--tls-trusted-cert",
+                ca.to_str().expect("utf-8 path"),
+                "--provider",
+                "example",
+                "--no-browser",
+                "--non-interactive",
+            ],
+            &[("BROWSER", browser.to_str().expect("utf-8 path"))],
+        )
+        .spawn()
+        .expect("infra login starts");
+    drop(login.stdin.take());
+    let mut stderr = BufReader::new(login.stderr.take().expect("stderr"));
+
+    // The URL is on a line of its own on stderr.
+    let mut printed = String::new();
+    let authorize_url = tokio::time::timeout(Duration::from_mins(1), async {
+        loop {
+            let mut line = String::new();
+            let read = stderr.read_line(&mut line).await.expect("stderr reads");
+            assert!(read > 0, "infra login ended without a URL:\n{printed}");
+            printed.push_str(&line);
+            if line.trim().starts_with(provider.issuer()) {
+                return line.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no URL printed within a minute:\n{printed}"));
+    assert!(printed.contains("Open this URL in a browser"), "{printed}");
+
+    let callback = provider
+        .sign_in(
+            &authorize_url,
+            infra_tests::oidc::SUZIE.0,
+            infra_tests::oidc::SUZIE.1,
+        )
+        .await;
+    assert_eq!(callback.host_str(), Some("127.0.0.1"), "{callback}");
+    let page = reqwest::get(callback.clone())
+        .await
+        .expect("the CLI's loopback listener answers");
+    assert_eq!(page.status(), 200, "{callback}");
+
+    let status = tokio::time::timeout(Duration::from_mins(1), login.wait())
+        .await
+        .expect("infra login finishes after the callback")
+        .expect("infra login ran");
+    stderr
+        .read_to_string(&mut printed)
+        .await
+        .expect("the rest of stderr");
+    assert_eq!(status.code(), Some(0), "{printed}");
+    assert!(
+        printed.contains(&format!("Logged in as {SUZIE}")),
+        "{printed}"
+    );
+    assert!(!started.exists(), "--no-browser started the browser anyway");
+    logged_in_through_the_provider(&suzie).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
