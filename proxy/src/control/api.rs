@@ -453,7 +453,12 @@ async fn control_access(
 ) -> ApiResult<(Access, bool)> {
     let mut access = Access::Own;
     let mut connector = false;
-    for grant in plane.grants().await? {
+    for stored in plane
+        .store()
+        .list_grants_on(CONTROL_RESOURCE, plane.now())
+        .await?
+    {
+        let grant = stored.grant;
         if !grant.resource.is_control() || !subject_matches(&grant.subject, user, groups) {
             continue;
         }

@@ -120,6 +120,8 @@ pub fn grant_key(grant: &Grant) -> String {
 #[derive(Debug)]
 pub struct ControlPlane {
     store: Store,
+    /// What snapshots of every destination share, as of one change (see `shared_view`).
+    shared: tokio::sync::Mutex<Option<Arc<SharedView>>>,
     config: ControlConfig,
     keys: ArcSwap<Keys>,
     changes: watch::Sender<u64>,
@@ -138,6 +140,19 @@ pub struct ControlPlane {
     pub oidc: OidcLogins,
 }
 
+/// How old the shared part of snapshots may get with no change: access keys lapse by time
+/// (expiry, inactivity since their last use) without a change notice.
+const SHARED_VIEW_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Memberships and access keys as of one change.
+#[derive(Debug)]
+struct SharedView {
+    change: u64,
+    built: std::time::Instant,
+    members: std::collections::BTreeMap<String, Vec<String>>,
+    keys: Vec<super::store::AccessKey>,
+}
+
 impl ControlPlane {
     /// Starts the control plane on an opened store: the first signing key, the bootstrap admin,
     /// and the policy file's objects.
@@ -153,6 +168,7 @@ impl ControlPlane {
         let oidc = OidcLogins::new(&config)?;
         let plane = Arc::new(Self {
             store,
+            shared: tokio::sync::Mutex::new(None),
             config,
             keys: ArcSwap::from_pointee(keys),
             changes,
@@ -306,23 +322,21 @@ impl ControlPlane {
         use std::collections::BTreeMap;
         let now = self.now();
         let grants = self
-            .grants()
+            .store
+            .list_grants_on(destination, now)
             .await?
             .iter()
-            .filter(|g| !g.resource.is_control() && g.resource.destination == destination)
+            .map(|stored| &stored.grant)
+            .filter(|g| !g.resource.is_control())
             .map(crate::sync::WireGrant::from_grant)
             .collect();
-        let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (user, group) in self.store.memberships().await? {
-            members.entry(user).or_default().push(group);
-        }
-        let sessions = self
-            .store
-            .all_access_keys()
-            .await?
-            .into_iter()
+        let shared = self.shared_view().await?;
+        let members: BTreeMap<String, Vec<String>> = shared.members.clone();
+        let sessions = shared
+            .keys
+            .iter()
             .filter(|k| k.lapsed(now).is_none())
-            .map(|k| (k.id, k.user))
+            .map(|k| (k.id.clone(), k.user.clone()))
             .collect();
         let keep = self.config.token_ttl + Duration::from_mins(2);
         let ended = {
@@ -361,6 +375,36 @@ impl ControlPlane {
             sessions,
             ended,
         })
+    }
+
+    /// The part of every destination's snapshot that does not depend on the destination, read
+    /// once per change (and at most [`SHARED_VIEW_MAX_AGE`] old, for keys' last use), however
+    /// many proxies are streaming: each change used to read every membership and access key
+    /// once per connected proxy.
+    async fn shared_view(&self) -> Result<Arc<SharedView>, StoreError> {
+        // The change counter is read before the store: a view built after reading change `n`
+        // holds at least every write that change `n` announced.
+        let change = *self.changes.borrow();
+        let mut cached = self.shared.lock().await;
+        if let Some(view) = cached.as_ref()
+            && view.change == change
+            && view.built.elapsed() < SHARED_VIEW_MAX_AGE
+        {
+            return Ok(Arc::clone(view));
+        }
+        let mut members: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (user, group) in self.store.memberships().await? {
+            members.entry(user).or_default().push(group);
+        }
+        let view = Arc::new(SharedView {
+            change,
+            built: std::time::Instant::now(),
+            members,
+            keys: self.store.all_access_keys().await?,
+        });
+        *cached = Some(Arc::clone(&view));
+        Ok(view)
     }
 
     /// The grants in force at `now` (the file's and the API's).

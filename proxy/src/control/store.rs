@@ -1513,6 +1513,30 @@ impl Store {
         })
     }
 
+    /// The grants in force at `now` on `destination` (all its namespaces), by id.
+    pub async fn list_grants_on(
+        &self,
+        destination: &str,
+        now: SystemTime,
+    ) -> Result<Vec<StoredGrant>, StoreError> {
+        with_db!(self, |pool, _begin| {
+            sqlx::query(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE destination = $1 AND (expires_at IS NULL OR expires_at > $2) \
+                 ORDER BY id"
+            ))
+            .bind(destination)
+            .bind(secs(now))
+            .fetch_all(pool)
+            .await
+            .op("list grants of a destination")?
+            .iter()
+            .map(|r| grant_from(r))
+            .collect()
+        })
+    }
+
     /// Changes a grant's expiry, if the grant is still at `expected_revision`.
     pub async fn update_grant_expiry(
         &self,
