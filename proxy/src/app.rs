@@ -465,9 +465,12 @@ async fn control_response(
             }
         });
         let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|data| (Ok::<_, hyper::Error>(hyper::body::Frame::data(data)), rx))
+            rx.recv().await.map(|data| {
+                (
+                    Ok::<_, upstream::BodyError>(hyper::body::Frame::data(data)),
+                    rx,
+                )
+            })
         });
         return http::Response::from_parts(parts, http_body_util::StreamBody::new(frames).boxed());
     }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::authn::Authenticator;
 use crate::policy::PolicyHandle;
-use crate::upstream::Body;
+use crate::upstream::{Body, BodyError};
 
 struct Entry {
     token: String,
@@ -199,12 +199,12 @@ struct Closable {
 
 impl hyper::body::Body for Closable {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(closed) = self.closed.as_mut()
             && closed.as_mut().poll(cx).is_ready()
         {

@@ -3,7 +3,9 @@
 //! Normal requests share a pool of HTTP/2 connections. The pool counts the streams open on each
 //! connection (a watch holds its stream until it ends) and dials another connection when every
 //! connection is at its limit, so thousands of open watches never queue other requests behind
-//! a full connection. If the apiserver does not speak HTTP/2 the same pool holds HTTP/1.1
+//! a full connection. HTTP/2 is driven with the `h2` crate directly: the request's own task
+//! opens the stream and awaits the response (hyper's HTTP/2 client would spawn a task and pass
+//! a channel message per request, the largest cost of the hop after the kernel's). If the apiserver does not speak HTTP/2 the same pool holds HTTP/1.1
 //! connections, one request at a time each. Upgrades (exec, attach, port-forward) always get a
 //! dedicated HTTP/1.1 connection.
 //!
@@ -11,9 +13,12 @@
 //! `HTTPS_PROXY`: it dials the apiserver's address itself.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -22,16 +27,19 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// The error a body fails with: hyper's (HTTP/1.1, the listener) or h2's (upstream HTTP/2).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type requests and responses travel with.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
 
 /// How the proxy authenticates to the apiserver, besides a client certificate in the TLS config.
 #[derive(Clone)]
@@ -160,14 +168,19 @@ struct PooledConnection {
 }
 
 enum Sender {
-    H2(http2::SendRequest<Body>),
+    H2 {
+        sender: h2::client::SendRequest<Bytes>,
+        /// Set when the connection's task ends (the socket closed, a GOAWAY drained, a ping
+        /// unanswered) or a request on it fails at the connection level.
+        closed: Arc<AtomicBool>,
+    },
     H1(tokio::sync::Mutex<http1::SendRequest<Body>>),
 }
 
 impl fmt::Debug for PooledConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledConnection")
-            .field("h2", &matches!(self.sender, Sender::H2(_)))
+            .field("h2", &matches!(self.sender, Sender::H2 { .. }))
             .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
             .finish()
     }
@@ -176,14 +189,14 @@ impl fmt::Debug for PooledConnection {
 impl PooledConnection {
     fn is_closed(&self) -> bool {
         match &self.sender {
-            Sender::H2(s) => s.is_closed(),
+            Sender::H2 { closed, .. } => closed.load(Ordering::Acquire),
             Sender::H1(s) => s.try_lock().is_ok_and(|s| s.is_closed()),
         }
     }
 
     fn capacity(&self, max: usize) -> usize {
         match self.sender {
-            Sender::H2(_) => max,
+            Sender::H2 { .. } => max,
             Sender::H1(_) => 1,
         }
     }
@@ -211,7 +224,19 @@ pub enum UpstreamError {
     },
     /// The request failed on an established connection.
     #[error("the apiserver connection failed: {0}")]
-    Request(#[source] hyper::Error),
+    Request(#[source] BodyError),
+}
+
+impl From<hyper::Error> for UpstreamError {
+    fn from(error: hyper::Error) -> Self {
+        Self::Request(error.into())
+    }
+}
+
+impl From<h2::Error> for UpstreamError {
+    fn from(error: h2::Error) -> Self {
+        Self::Request(error.into())
+    }
 }
 
 impl Upstream {
@@ -348,27 +373,34 @@ impl Upstream {
     async fn dial_pooled(&self) -> Result<PooledConnection, UpstreamError> {
         let tls = self.connect_tls(&self.pooled_tls).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
         let sender = if h2 {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .adaptive_window(true)
-                .handshake(io)
-                .await
-                .map_err(UpstreamError::Request)?;
+            let (sender, mut connection) = h2::client::Builder::new()
+                .enable_push(false)
+                .initial_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+                .handshake::<_, Bytes>(tls)
+                .await?;
+            let closed = Arc::new(AtomicBool::new(false));
+            let ping = connection.ping_pong();
+            let ended = Arc::clone(&closed);
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "upstream HTTP/2 connection ended");
+                let alive = keep_alive(ping);
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "upstream HTTP/2 connection ended");
+                        }
+                    }
+                    () = alive => {
+                        tracing::warn!("the apiserver did not answer a ping within {} s: closing the connection", H2_PING_TIMEOUT.as_secs());
+                    }
                 }
+                ended.store(true, Ordering::Release);
             });
-            Sender::H2(sender)
+            Sender::H2 { sender, closed }
         } else {
-            let (sender, connection) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(UpstreamError::Request)?;
+            let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(tls)).await?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "upstream HTTP/1.1 connection ended");
@@ -388,10 +420,15 @@ impl Upstream {
     pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
         let slot = self.slot().await?;
         let response = match &slot.0.sender {
-            Sender::H2(sender) => {
+            Sender::H2 { sender, closed } => {
                 *request.version_mut() = http::Version::HTTP_2;
-                let mut sender = sender.clone();
-                sender.send_request(request).await
+                let response = send_h2(sender, request).await;
+                if let Err(error) = &response
+                    && (error.is_io() || error.is_go_away())
+                {
+                    closed.store(true, Ordering::Release);
+                }
+                Ok::<_, UpstreamError>(response?)
             }
             Sender::H1(sender) => {
                 *request.version_mut() = http::Version::HTTP_11;
@@ -403,18 +440,11 @@ impl Upstream {
                 let mut sender = sender.lock().await;
                 // A pooled HTTP/1.1 connection is handed out only when idle; wait for it to be
                 // ready in case the previous response's end is still being read.
-                sender.ready().await.map_err(UpstreamError::Request)?;
-                sender.send_request(request).await
+                sender.ready().await?;
+                Ok(sender.send_request(request).await?.map(boxed))
             }
-        }
-        .map_err(UpstreamError::Request)?;
-        Ok(response.map(|body| {
-            Holding {
-                inner: body,
-                _guard: slot,
-            }
-            .boxed()
-        }))
+        }?;
+        Ok(response.map(|body| with_guard(body, slot)))
     }
 
     /// Sends an upgrade request on a dedicated HTTP/1.1 connection. The caller splices only
@@ -430,19 +460,149 @@ impl Upstream {
             request.headers_mut().insert(http::header::HOST, host);
         }
         let tls = self.connect_tls(&self.upgrade_tls).await?;
-        let (mut sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(tls))
-            .await
-            .map_err(UpstreamError::Request)?;
+        let (mut sender, connection) = http1::Builder::new().handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream upgrade connection ended");
             }
         });
-        sender
-            .send_request(request)
-            .await
-            .map_err(UpstreamError::Request)
+        Ok(sender.send_request(request).await?)
+    }
+}
+
+/// Receive window of each upstream HTTP/2 stream (hyper's client default).
+const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// Receive window of a whole upstream HTTP/2 connection (hyper's client default).
+const H2_CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// Bytes of request body buffered per stream before the sender waits (hyper's default).
+const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// How often an upstream HTTP/2 connection is pinged, and how long an answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Pings the apiserver every [`H2_PING_INTERVAL`]; returns when a ping goes unanswered for
+/// [`H2_PING_TIMEOUT`] (the connection is then dropped, failing its streams), and never while
+/// the connection answers. Without a ping handle (h2 gives it once) it never returns.
+async fn keep_alive(ping: Option<h2::PingPong>) {
+    let Some(mut ping) = ping else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(H2_PING_INTERVAL).await;
+        match tokio::time::timeout(H2_PING_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // The connection failed: its own future reports that.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_elapsed) => return,
+        }
+    }
+}
+
+/// Sends one request on an HTTP/2 connection from the calling task and awaits its response
+/// head. A request body streams from a task of its own, within the stream's flow control.
+async fn send_h2(
+    sender: &h2::client::SendRequest<Bytes>,
+    request: Request<Body>,
+) -> Result<Response<Body>, h2::Error> {
+    let (parts, body) = request.into_parts();
+    let end = body.is_end_stream();
+    let mut sender = sender.clone().ready().await?;
+    let (response, stream) = sender.send_request(Request::from_parts(parts, ()), end)?;
+    if !end {
+        tokio::spawn(pipe_body(body, stream));
+    }
+    let response = response.await?;
+    Ok(response.map(|recv| {
+        H2Body {
+            recv,
+            data_done: false,
+        }
+        .boxed()
+    }))
+}
+
+/// Copies a request body into its HTTP/2 stream as the stream's window allows. Ends the
+/// stream when the body ends; resets it when the body fails (the client went away); stops
+/// when the apiserver resets the stream.
+async fn pipe_body(mut body: Body, mut stream: h2::SendStream<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            _reset = poll_fn(|cx| stream.poll_reset(cx)) => return,
+        };
+        match frame {
+            None => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "request body failed: resetting the upstream stream");
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    while !data.is_empty() {
+                        stream.reserve_capacity(data.len());
+                        match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                            Some(Ok(0)) => {}
+                            Some(Ok(granted)) => {
+                                let chunk = data.split_to(granted.min(data.len()));
+                                if stream.send_data(chunk, false).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Err(_)) | None => return,
+                        }
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = stream.send_trailers(trailers);
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// An upstream HTTP/2 response body. Each chunk handed on gives its bytes of window back to
+/// the apiserver, so a slow client slows the apiserver's stream (and nothing else).
+struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl hyper::body::Body for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if !self.data_done {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
     }
 }
 
@@ -521,7 +681,7 @@ pub fn empty() -> Body {
 
 /// Any hyper body, boxed.
 pub fn boxed(body: Incoming) -> Body {
-    body.boxed()
+    body.map_err(BodyError::from).boxed()
 }
 
 /// A body that holds `guard` until it ends or is dropped.
@@ -541,16 +701,16 @@ struct Holding<B, G> {
 
 impl<B, G> hyper::body::Body for Holding<B, G>
 where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: hyper::body::Body<Data = Bytes, Error = BodyError> + Unpin,
     G: Unpin,
 {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -83,3 +83,87 @@ async fn watches_beyond_a_connections_streams_open_another_connection() {
     drop(watches);
     standin.wait_for_streams(|s| s.watches == 0).await;
 }
+
+/// Bodies larger than HTTP/2's windows (64 KiB for a stream at the start, the stand-in's
+/// defaults) cross the pooled connection whole, both ways: the request body is sent as the
+/// apiserver's window allows, and the response's window is given back as it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_larger_than_the_flow_control_windows_arrive_whole() {
+    certs::init_crypto();
+    let standin = StandIn::builder().bearer_token(TOKEN).start().await;
+    let url: http::Uri = standin.url().parse().expect("url");
+    let pool = Upstream::new(
+        &url,
+        Some("localhost"),
+        standin.client_config(None),
+        Credential::Token(upstream::bearer(TOKEN).expect("header")),
+        PoolSettings::default(),
+    )
+    .expect("upstream");
+
+    // 2.5 MiB of data that is not the same byte over and over.
+    let data: String = (0..2_500_000_u32)
+        .map(|i| char::from(b'a' + u8::try_from(i * 7 % 26).expect("a letter")))
+        .collect();
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"},
+        "data": {"blob": data},
+    });
+    let mut create = Request::post(
+        pool.uri_for("/api/v1/namespaces/default/configmaps")
+            .expect("uri"),
+    )
+    .header(http::header::CONTENT_TYPE, "application/json")
+    .body(upstream::full(serde_json::to_vec(&object).expect("JSON")))
+    .expect("request");
+    create.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        upstream::bearer(TOKEN).expect("header"),
+    );
+    let (status, body) = whole(&pool, create).await;
+    assert_eq!(
+        status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(500)])
+    );
+
+    let (status, body) = whole(
+        &pool,
+        get(&pool, "/api/v1/namespaces/default/configmaps/big"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(got["data"]["blob"].as_str().map(str::len), Some(data.len()));
+    assert!(got["data"]["blob"] == data, "the same bytes came back");
+    assert!(
+        standin
+            .recorded()
+            .iter()
+            .all(|r| r.version == http::Version::HTTP_2)
+    );
+}
+
+/// Sends `request` and reads the whole response, within 30 s (a body stuck on flow control
+/// would otherwise wait forever).
+async fn whole(
+    pool: &Upstream,
+    request: Request<upstream::Body>,
+) -> (http::StatusCode, bytes::Bytes) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let response = pool.send(request).await.expect("the request is answered");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    })
+    .await
+    .expect("the exchange finishes within 30 s")
+}
