@@ -433,6 +433,44 @@ async fn an_expiring_grant_lapses() {
     .await;
 }
 
+impl Person {
+    /// Starts `infra login` with the provider `example` of [`with_provider`], non-interactive,
+    /// trusting the harness's CA, with `BROWSER` a shell script of `browser_script`.
+    fn oidc_login(
+        &self,
+        h: &ControlHarness,
+        browser_script: &str,
+        extra: &[&str],
+    ) -> tokio::process::Child {
+        let browser = self.dir.path().join("browser");
+        std::fs::write(&browser, browser_script).expect("write the browser script");
+        make_executable(&browser);
+        let ca = self.dir.path().join("ca.pem");
+        std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
+        let control_url = h.control_url();
+        let mut args = vec![
+            "login",
+            &control_url,
+            "--tls-trusted-cert",
+            ca.to_str().expect("utf-8 path"),
+            "--provider",
+            "example",
+            "--non-interactive",
+        ];
+        args.extend_from_slice(extra);
+        let mut login = self
+            .command(
+                &infra_binary(),
+                &args,
+                &[("BROWSER", browser.to_str().expect("utf-8 path"))],
+            )
+            .spawn()
+            .expect("infra login starts");
+        drop(login.stdin.take());
+        login
+    }
+}
+
 /// The test provider, and Infra with it added by the admin (`infra providers add`) and its
 /// Engineering group granted view on the destination (`infra grants add`).
 async fn with_provider() -> (OidcProvider, ControlHarness) {
@@ -485,35 +523,14 @@ async fn login_through_an_oidc_provider_in_the_browser() {
     // Suzie's "browser" writes down the URL it was asked to open.
     let suzie = Person::new();
     let opened = suzie.dir.path().join("browser-url");
-    let browser = suzie.dir.path().join("browser");
-    std::fs::write(
-        &browser,
-        format!(
+    let login = suzie.oidc_login(
+        &h,
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$1\" > '{0}.tmp' && mv '{0}.tmp' '{0}'\n",
             opened.display()
         ),
-    )
-    .expect("write the browser script");
-    make_executable(&browser);
-    let ca = suzie.dir.path().join("ca.pem");
-    std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
-    let mut login = suzie
-        .command(
-            &infra_binary(),
-            &[
-                "login",
-                &h.control_url(),
-                "--tls-trusted-cert",
-                ca.to_str().expect("utf-8 path"),
-                "--provider",
-                "example",
-                "--non-interactive",
-            ],
-            &[("BROWSER", browser.to_str().expect("utf-8 path"))],
-        )
-        .spawn()
-        .expect("infra login starts");
-    drop(login.stdin.take());
+        &[],
+    );
 
     let authorize_url = wait_for(|| async {
         std::fs::read_to_string(&opened)
@@ -595,33 +612,11 @@ async fn login_through_an_oidc_provider_without_a_browser() {
     let suzie = Person::new();
     // A browser that must not be started: it would leave a file behind.
     let started = suzie.dir.path().join("browser-started");
-    let browser = suzie.dir.path().join("browser");
-    std::fs::write(
-        &browser,
-        format!("#!/bin/sh\ntouch '{}'\n", started.display()),
-    )
-    .expect("write the browser script");
-    make_executable(&browser);
-    let ca = suzie.dir.path().join("ca.pem");
-    std::fs::write(&ca, h.ca.cert_pem()).expect("write CA");
-    let mut login = suzie
-        .command(
-            &infra_binary(),
-            &[
-                "login",
-                &h.control_url(),
-                "--tls-trusted-cert",
-                ca.to_str().expect("utf-8 path"),
-                "--provider",
-                "example",
-                "--no-browser",
-                "--non-interactive",
-            ],
-            &[("BROWSER", browser.to_str().expect("utf-8 path"))],
-        )
-        .spawn()
-        .expect("infra login starts");
-    drop(login.stdin.take());
+    let mut login = suzie.oidc_login(
+        &h,
+        &format!("#!/bin/sh\ntouch '{}'\n", started.display()),
+        &["--no-browser"],
+    );
     let mut stderr = BufReader::new(login.stderr.take().expect("stderr"));
 
     // The URL is on a line of its own on stderr.

@@ -23,22 +23,30 @@ fn get(upstream: &Upstream, path: &str) -> Request<upstream::Body> {
     request
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watches_beyond_a_connections_streams_open_another_connection() {
-    certs::init_crypto();
-    let standin = StandIn::builder().bearer_token(TOKEN).start().await;
+/// A pool in front of `standin`, with its bearer token.
+fn pool_for(standin: &StandIn, settings: PoolSettings) -> Upstream {
     let url: http::Uri = standin.url().parse().expect("url");
-    let pool = Upstream::new(
+    Upstream::new(
         &url,
         Some("localhost"),
         standin.client_config(None),
         Credential::Token(upstream::bearer(TOKEN).expect("header")),
+        settings,
+    )
+    .expect("upstream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_beyond_a_connections_streams_open_another_connection() {
+    certs::init_crypto();
+    let standin = StandIn::builder().bearer_token(TOKEN).start().await;
+    let pool = pool_for(
+        &standin,
         PoolSettings {
             max_streams_per_connection: 2,
             ..PoolSettings::default()
         },
-    )
-    .expect("upstream");
+    );
 
     // Three watches: two fill the first connection, the third needs a second one.
     let mut watches = Vec::new();
@@ -91,15 +99,7 @@ async fn watches_beyond_a_connections_streams_open_another_connection() {
 async fn bodies_larger_than_the_flow_control_windows_arrive_whole() {
     certs::init_crypto();
     let standin = StandIn::builder().bearer_token(TOKEN).start().await;
-    let url: http::Uri = standin.url().parse().expect("url");
-    let pool = Upstream::new(
-        &url,
-        Some("localhost"),
-        standin.client_config(None),
-        Credential::Token(upstream::bearer(TOKEN).expect("header")),
-        PoolSettings::default(),
-    )
-    .expect("upstream");
+    let pool = pool_for(&standin, PoolSettings::default());
 
     // 2.5 MiB of data that is not the same byte over and over.
     let data: String = (0..2_500_000_u32)
