@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use infra_tests::control::{ADMIN_PASSWORD, ControlHarness, Options};
-use infra_tests::proxy::{DESTINATION, wait_for};
+use infra_tests::proxy::{DESTINATION, http_get, wait_for};
 use serde_json::json;
 
 const POLICY: &str = "grants:\n  - group: Engineering\n    role: view\n    resource: testing\n";
@@ -382,17 +382,41 @@ async fn the_policy_file_owns_what_it_declares(db: Db) {
     })
     .await;
 
-    // A broken file changes nothing.
-    h.write_policy("grants:\n  - user: carl@example.com\n    role: [\n");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, after) = h.call("GET", "/api/grants", Some(&admin), None).await;
-    assert!(
-        after["items"]
+    // A broken file changes nothing; nor does a well-formed one the store would refuse (a
+    // password below the policy's length): neither its removals nor its additions happen.
+    let in_force = || async {
+        let (_, grants) = h.call("GET", "/api/grants", Some(&admin), None).await;
+        grants["items"]
             .as_array()
             .expect("items")
             .iter()
-            .any(|g| g["user"] == "carl@example.com" && g["role"] == "edit")
+            .filter(|g| g["source"] == "file")
+            .map(|g| format!("{} {} {}", g["user"], g["role"], g["resource"]))
+            .collect::<Vec<_>>()
+    };
+    let before = in_force().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    h.write_policy("grants:\n  - user: carl@example.com\n    role: [\n");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(in_force().await, before);
+    h.write_policy(
+        "users:\n  - name: dave@example.com\n    password: short\ngrants:\n  - user: dave@example.com\n    role: view\n    resource: testing\n",
     );
+    let ready = wait_for(|| async {
+        let ready = http_get(&format!("http://{}/readyz?verbose", h.proxy.admin_address)).await;
+        ready.contains("dave@example.com").then_some(ready)
+    })
+    .await;
+    assert!(ready.contains("password"), "{ready}");
+    assert_eq!(
+        in_force().await,
+        before,
+        "the refused file changed the store"
+    );
+    let (status, _) = h
+        .call("GET", "/api/users/dave@example.com", Some(&admin), None)
+        .await;
+    assert_eq!(status, 404);
 }
 
 async fn errors_pages_and_conflicts_are_json(db: Db) {

@@ -557,14 +557,76 @@ impl ControlPlane {
 
     /// Makes the store hold what the policy file declares (grants, providers, users, groups and
     /// memberships), and removes what the file declared before but no longer does.
+    ///
+    /// Removals come first: while a reload is being applied (one store call at a time, not one
+    /// transaction), access is never wider than both the old and the new file allow; a reload
+    /// that fails half-way leaves less access, never more.
     pub async fn apply_policy_file(&self, policy: &Policy) -> Result<()> {
         let now = self.now();
         let store = &self.store;
 
-        // Users.
-        let mut users = BTreeSet::new();
+        // What the store would refuse is refused before anything changes, so that the previous
+        // policy stays in force.
         for user in &policy.users {
-            users.insert(user.name.clone());
+            if let Some(password) = &user.password {
+                passwords::check_policy(password.expose(), &user.name).map_err(|e| {
+                    anyhow!(
+                        "the password of user {:?} in the policy file: {e}",
+                        user.name
+                    )
+                })?;
+            }
+        }
+
+        // What the file declares, as names in the store's `managed` table.
+        let users: BTreeSet<String> = policy.users.iter().map(|u| u.name.clone()).collect();
+        let groups: BTreeSet<String> = policy.groups.iter().map(|g| g.name.clone()).collect();
+        let members: BTreeSet<String> = policy
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().map(|m| format!("{}\n{m}", g.name)))
+            .collect();
+        let providers: BTreeSet<String> = policy.providers.iter().map(|p| p.name.clone()).collect();
+        let grants: BTreeSet<String> = policy.grants.iter().map(grant_key).collect();
+
+        // What the file declared before and no longer does goes away first.
+        for key in store.managed(owned::GRANT).await?.difference(&grants) {
+            if let Some(grant) = parse_grant_key(key) {
+                match store.revoke_grant(FILE_ACTOR, &grant, now).await {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for key in store.managed(owned::MEMBER).await?.difference(&members) {
+            if let Some((group, user)) = key.split_once('\n') {
+                match store.remove_member(FILE_ACTOR, group, user, now).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for name in store.managed(owned::GROUP).await?.difference(&groups) {
+            match store.delete_group(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for name in store.managed(owned::USER).await?.difference(&users) {
+            match store.delete_user(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for name in store.managed(owned::PROVIDER).await?.difference(&providers) {
+            match store.delete_provider(FILE_ACTOR, name, now).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Users.
+        for user in &policy.users {
             match store.create_user(FILE_ACTOR, &user.name, now).await {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -598,10 +660,7 @@ impl ControlPlane {
         }
 
         // Groups and members.
-        let mut groups = BTreeSet::new();
-        let mut members = BTreeSet::new();
         for group in &policy.groups {
-            groups.insert(group.name.clone());
             match store.create_group(FILE_ACTOR, &group.name, now).await {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -614,14 +673,11 @@ impl ControlPlane {
                 store
                     .add_member(FILE_ACTOR, &group.name, member, now)
                     .await?;
-                members.insert(format!("{}\n{member}", group.name));
             }
         }
 
         // Providers.
-        let mut providers = BTreeSet::new();
         for provider in &policy.providers {
-            providers.insert(provider.name.clone());
             match store.get_provider(&provider.name).await {
                 Ok(stored) if stored.provider == *provider => {}
                 Ok(stored) => {
@@ -637,9 +693,7 @@ impl ControlPlane {
         }
 
         // Grants.
-        let mut grants = BTreeSet::new();
         for grant in &policy.grants {
-            grants.insert(grant_key(grant));
             match store
                 .find_grant(&grant.subject, &grant.role, &grant.resource)
                 .await?
@@ -660,42 +714,6 @@ impl ControlPlane {
                     Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),
                 },
-            }
-        }
-
-        // What the file declared before and no longer does goes away.
-        for key in store.managed(owned::GRANT).await?.difference(&grants) {
-            if let Some(grant) = parse_grant_key(key) {
-                match store.revoke_grant(FILE_ACTOR, &grant, now).await {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        for key in store.managed(owned::MEMBER).await?.difference(&members) {
-            if let Some((group, user)) = key.split_once('\n') {
-                match store.remove_member(FILE_ACTOR, group, user, now).await {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        for name in store.managed(owned::GROUP).await?.difference(&groups) {
-            match store.delete_group(FILE_ACTOR, name, now).await {
-                Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for name in store.managed(owned::USER).await?.difference(&users) {
-            match store.delete_user(FILE_ACTOR, name, now).await {
-                Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for name in store.managed(owned::PROVIDER).await?.difference(&providers) {
-            match store.delete_provider(FILE_ACTOR, name, now).await {
-                Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
             }
         }
         store.set_managed(owned::USER, &users).await?;
