@@ -417,12 +417,33 @@ impl Upstream {
 
     /// Sends a normal (non-upgrade) request over the pool. The response body keeps its stream
     /// slot until it ends or is dropped; dropping it cancels the upstream request.
+    ///
+    /// A pooled HTTP/2 connection the apiserver has sent away (GOAWAY: it is shutting down, or
+    /// rebalancing clients with `--goaway-chance`) refuses new streams before anything is sent,
+    /// while its open watches go on; the request then goes to another connection, or a new one.
     pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        let slot = self.slot().await?;
-        let response = match &slot.0.sender {
-            Sender::H2 { sender, closed } => {
+        let mut attempts = 0;
+        let (slot, ready) = loop {
+            let slot = self.slot().await?;
+            let Sender::H2 { sender, closed } = &slot.0.sender else {
+                break (slot, None);
+            };
+            match sender.clone().ready().await {
+                Ok(ready) => break (slot, Some(ready)),
+                Err(error) => {
+                    closed.store(true, Ordering::Release);
+                    attempts += 1;
+                    if attempts == 3 {
+                        return Err(error.into());
+                    }
+                    tracing::debug!(%error, "the apiserver sent a pooled connection away; using another");
+                }
+            }
+        };
+        let response = match (&slot.0.sender, ready) {
+            (Sender::H2 { closed, .. }, Some(ready)) => {
                 *request.version_mut() = http::Version::HTTP_2;
-                let response = send_h2(sender, request).await;
+                let response = send_h2(ready, request).await;
                 if let Err(error) = &response
                     && (error.is_io() || error.is_go_away())
                 {
@@ -430,7 +451,7 @@ impl Upstream {
                 }
                 Ok::<_, UpstreamError>(response?)
             }
-            Sender::H1(sender) => {
+            (Sender::H1(sender), _) => {
                 *request.version_mut() = http::Version::HTTP_11;
                 if let Some(authority) = self.base.authority()
                     && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -443,6 +464,10 @@ impl Upstream {
                 sender.ready().await?;
                 Ok(sender.send_request(request).await?.map(boxed))
             }
+            // The loop above makes every HTTP/2 slot ready; never reached.
+            (Sender::H2 { .. }, None) => Err(UpstreamError::Request(
+                "an upstream HTTP/2 connection was not made ready".into(),
+            )),
         }?;
         Ok(response.map(|body| with_guard(body, slot)))
     }
@@ -498,15 +523,14 @@ async fn keep_alive(ping: Option<h2::PingPong>) {
     }
 }
 
-/// Sends one request on an HTTP/2 connection from the calling task and awaits its response
-/// head. A request body streams from a task of its own, within the stream's flow control.
+/// Sends one request on a ready HTTP/2 connection handle from the calling task and awaits its
+/// response head. A request body streams from a task of its own, within the stream's flow control.
 async fn send_h2(
-    sender: &h2::client::SendRequest<Bytes>,
+    mut sender: h2::client::SendRequest<Bytes>,
     request: Request<Body>,
 ) -> Result<Response<Body>, h2::Error> {
     let (parts, body) = request.into_parts();
     let end = body.is_end_stream();
-    let mut sender = sender.clone().ready().await?;
     let (response, stream) = sender.send_request(Request::from_parts(parts, ()), end)?;
     if !end {
         tokio::spawn(pipe_body(body, stream));

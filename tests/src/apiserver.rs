@@ -164,6 +164,7 @@ impl StandInBuilder {
             log_lines: broadcast::channel(1024).0,
             streams,
             sessions: Mutex::new(JoinSet::new()),
+            go_away: watch::channel(0).0,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(serve(
@@ -270,6 +271,8 @@ struct Shared {
     log_lines: broadcast::Sender<Arc<(String, String, String)>>,
     streams: watch::Sender<ActiveStreams>,
     sessions: Mutex<JoinSet<()>>,
+    /// Counts [`StandIn::go_away`] calls: each open connection watches it.
+    go_away: watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -431,6 +434,14 @@ impl StandIn {
         *lock(&self.shared.port_forward_target) = Some(upstream);
     }
 
+    /// Sends every open connection away as an apiserver that shuts down, or rebalances with
+    /// `--goaway-chance`, does: HTTP/2 connections get a GOAWAY and finish the streams they
+    /// have (an open watch keeps going) but take no new ones; HTTP/1.1 connections close once
+    /// idle. New connections are still accepted.
+    pub fn go_away(&self) {
+        self.shared.go_away.send_modify(|n| *n += 1);
+    }
+
     /// Stops accepting, closes every connection and ends every session, and waits until the
     /// listener and the connections are gone. The stand-in can still be inspected afterwards
     /// (recorded requests, [`Self::wait_for_streams`]).
@@ -530,16 +541,23 @@ async fn serve_connection(
         .and_then(|chain| chain.first())
         .and_then(|leaf| certs::subject_user_and_groups(leaf));
     let connection = Connection { peer, cert };
+    let mut go_away = shared.go_away.subscribe();
     let service = hyper::service::service_fn(move |request| {
         let shared = shared.clone();
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &connection, request).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(serving);
+    let result = tokio::select! {
+        result = serving.as_mut() => result,
+        Ok(()) = go_away.changed() => {
+            serving.as_mut().graceful_shutdown();
+            serving.await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(%peer, %error, "stand-in connection ended with an error");
     }
 }

@@ -167,3 +167,63 @@ async fn whole(
     .await
     .expect("the exchange finishes within 30 s")
 }
+
+/// An apiserver that sends its connections away (GOAWAY: shutting down, or `--goaway-chance`)
+/// finishes the streams it has, takes no new ones on them: the pool's next request goes to a
+/// new connection instead of failing, and the open watch on the old one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_apiserver_sends_away_is_replaced_without_failing_a_request() {
+    certs::init_crypto();
+    let standin = StandIn::builder().bearer_token(TOKEN).start().await;
+    let pool = pool_for(&standin, PoolSettings::default());
+    let watch = pool
+        .send(get(&pool, "/api/v1/namespaces/default/pods?watch=true"))
+        .await
+        .expect("watch");
+    assert_eq!(watch.status(), 200);
+    standin.wait_for_streams(|s| s.watches == 1).await;
+    assert_eq!(pool.pooled_connections(), 1);
+
+    standin.go_away();
+    // Time for the GOAWAY to reach the pool's connection. (A request already on its way when
+    // the GOAWAY arrives can still fail: only a connection known to be sent away is skipped.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        let (status, _) = whole(&pool, get(&pool, "/api/v1/namespaces/default/configmaps")).await;
+        assert_eq!(
+            status, 200,
+            "the request went to a connection that takes it"
+        );
+    }
+    assert_eq!(
+        pool.pooled_connections(),
+        1,
+        "the sent-away connection left the pool; the new one is in it"
+    );
+
+    // The watch on the sent-away connection is still open, and still delivers.
+    standin
+        .create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "after-goaway", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+        }))
+        .expect("the pod is created");
+    let mut body = watch.into_body();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("watch frame").into_data() {
+                seen.extend_from_slice(&data);
+                if String::from_utf8_lossy(&seen).contains("after-goaway") {
+                    return seen;
+                }
+            }
+        }
+        seen
+    })
+    .await
+    .expect("the event arrives on the old connection");
+    assert!(String::from_utf8_lossy(&event).contains("ADDED"));
+}
