@@ -62,6 +62,15 @@ async fn ok(
     );
 }
 
+/// A new access key named `name` of the holder of `key` (for a proxy in another cluster).
+async fn access_key(h: &ControlHarness, key: &str, name: &str) -> String {
+    let (status, body) = h
+        .call("POST", "/api/keys", Some(key), Some(json!({"name": name})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["key"].as_str().expect("key").to_owned()
+}
+
 async fn token_for(h: &ControlHarness, key: &str, destination: &str) -> String {
     let (status, body) = h
         .call(
@@ -199,16 +208,7 @@ async fn three_proxies_follow_one_control_plane() {
         Some(json!({"user": "connector@infra", "role": "connector", "resource": "infra"})),
     )
     .await;
-    let (status, key) = h
-        .call(
-            "POST",
-            "/api/keys",
-            Some(&connector),
-            Some(json!({"name": "proxies"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{key}");
-    let key = key["key"].as_str().expect("key").to_owned();
+    let key = access_key(&h, &connector, "proxies").await;
     let east = RemoteProxy::start(&h, "east", &key, 900, None).await;
     let west = RemoteProxy::start(&h, "west", &key, 900, None).await;
 
@@ -318,16 +318,7 @@ async fn a_proxy_restarts_on_its_saved_policy_while_the_control_plane_is_down_an
  {
     let h = ControlHarness::start("grants: []\n").await;
     let admin = h.admin().await;
-    let (status, key) = h
-        .call(
-            "POST",
-            "/api/keys",
-            Some(&admin),
-            Some(json!({"name": "east proxy"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{key}");
-    let key = key["key"].as_str().expect("key").to_owned();
+    let key = access_key(&h, &admin, "east proxy").await;
     let east = RemoteProxy::start(&h, "east", &key, 900, None).await;
     let suzie = user(&h, &admin, "suzie@example.com").await;
     ok(
@@ -441,16 +432,7 @@ async fn control_replicas_on_postgresql_learn_of_each_others_changes() {
 async fn proxies_catch_up_when_the_control_plane_returns() {
     let mut h = ControlHarness::start("grants: []\n").await;
     let admin = h.admin().await;
-    let (status, key) = h
-        .call(
-            "POST",
-            "/api/keys",
-            Some(&admin),
-            Some(json!({"name": "east proxy"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{key}");
-    let key = key["key"].as_str().expect("key").to_owned();
+    let key = access_key(&h, &admin, "east proxy").await;
     let east = RemoteProxy::start(&h, "east", &key, 900, None).await;
     let suzie = user(&h, &admin, "suzie@example.com").await;
     let token = token_for(&h, &suzie, "east").await;

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
+use infra_benches::command_output;
 use infra_tests::control::{ControlHarness, Options, RemoteProxy, client_for, status_of};
 use infra_tests::proxy::DESTINATION;
 use serde_json::{Value, json};
@@ -314,21 +315,12 @@ impl Bench {
         let mut samples = Vec::with_capacity(9);
 
         // (a) The group membership: one call, every proxy.
-        let start = Instant::now();
-        let call = async {
-            ok(&self.h, "DELETE", MEMBER, &self.admin, None).await?;
-            Ok::<_, anyhow::Error>(start.elapsed())
-        };
-        let (call, refused) = tokio::join!(call, self.all_refuse(start, 403));
-        let call = call?;
-        for (proxy, latency) in refused?.into_iter().enumerate() {
-            samples.push(Sample {
-                kind: Kind::Membership,
-                proxy,
-                latency,
-                call,
-            });
-        }
+        samples.extend(
+            self.timed_everywhere(Kind::Membership, 403, async {
+                ok(&self.h, "DELETE", MEMBER, &self.admin, None).await
+            })
+            .await?,
+        );
         ok(&self.h, "PUT", MEMBER, &self.admin, None).await?;
         self.all_answer(200).await?;
 
@@ -366,21 +358,12 @@ impl Bench {
         self.all_answer(200).await?;
 
         // (c) The session: logout, every proxy; then a new login and new tokens.
-        let start = Instant::now();
-        let call = async {
-            ok(&self.h, "POST", "/api/logout", &self.session, None).await?;
-            Ok::<_, anyhow::Error>(start.elapsed())
-        };
-        let (call, refused) = tokio::join!(call, self.all_refuse(start, 401));
-        let call = call?;
-        for (proxy, latency) in refused?.into_iter().enumerate() {
-            samples.push(Sample {
-                kind: Kind::Session,
-                proxy,
-                latency,
-                call,
-            });
-        }
+        samples.extend(
+            self.timed_everywhere(Kind::Session, 401, async {
+                ok(&self.h, "POST", "/api/logout", &self.session, None).await
+            })
+            .await?,
+        );
         self.session = self.h.login(USER, PASSWORD).await;
         for target in &mut self.targets {
             target.token = token_for(&self.h, &self.session, &target.name).await?;
@@ -391,6 +374,33 @@ impl Bench {
 
     /// Polls every proxy at once until each answers `want`; answers each one's time since
     /// `start`.
+    /// Makes `call` (one change at the control plane) and, from its start, waits for every
+    /// proxy to answer `want`: a sample per proxy, with the call's own time.
+    async fn timed_everywhere(
+        &self,
+        kind: Kind,
+        want: u16,
+        call: impl std::future::Future<Output = Result<Value>>,
+    ) -> Result<Vec<Sample>> {
+        let start = Instant::now();
+        let call = async {
+            call.await?;
+            Ok::<_, anyhow::Error>(start.elapsed())
+        };
+        let (call, refused) = tokio::join!(call, self.all_refuse(start, want));
+        let call = call?;
+        Ok(refused?
+            .into_iter()
+            .enumerate()
+            .map(|(proxy, latency)| Sample {
+                kind,
+                proxy,
+                latency,
+                call,
+            })
+            .collect())
+    }
+
     async fn all_refuse(&self, start: Instant, want: u16) -> Result<Vec<Duration>> {
         let waits = self.targets.iter().map(|t| self.refuses(t, start, want));
         futures_util::future::join_all(waits)
@@ -495,17 +505,6 @@ async fn token_for(h: &ControlHarness, key: &str, destination: &str) -> Result<S
     )
     .await?;
     Ok(body["token"].as_str().context("no token")?.to_owned())
-}
-
-/// What `program args` prints, trimmed (empty when it cannot run).
-fn command_output(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// What one store's run was.

@@ -9,6 +9,7 @@ use crate::client::Protocol;
 use crate::procfs;
 use crate::watches::Watches;
 use crate::{ProtocolArg, RunArgs, Setup};
+pub use infra_benches::command_output;
 
 /// When and under what load the run ran.
 #[derive(Debug)]
@@ -31,17 +32,6 @@ pub fn uptime() -> String {
     } else {
         text
     }
-}
-
-/// What `program args` prints, trimmed (empty when it cannot run).
-pub fn command_output(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn machine() -> String {
