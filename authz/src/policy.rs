@@ -6,6 +6,7 @@
 //! these values; everything that reads policy consumes them.
 
 pub mod file;
+pub mod wire;
 
 use std::fmt;
 use std::str::FromStr;
@@ -153,48 +154,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The kind of an identity provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum ProviderKind {
-    /// Any OpenID Connect provider.
-    #[default]
-    Oidc,
-    /// Okta.
-    Okta,
-    /// Microsoft Entra ID (Azure AD).
-    Azure,
-    /// Google Workspace.
-    Google,
-}
-
-impl ProviderKind {
-    /// The name used in the policy file and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Oidc => "oidc",
-            Self::Okta => "okta",
-            Self::Azure => "azure",
-            Self::Google => "google",
-        }
-    }
-}
-
-impl FromStr for ProviderKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "oidc" => Ok(Self::Oidc),
-            "okta" => Ok(Self::Okta),
-            "azure" => Ok(Self::Azure),
-            "google" => Ok(Self::Google),
-            other => Err(format!(
-                "unknown provider kind {other:?} (expected one of oidc, okta, azure, google)"
-            )),
-        }
-    }
-}
+pub use infra_api::ProviderKind;
 
 /// An identity provider users log in with.
 #[derive(Debug, Clone, PartialEq, Eq)]

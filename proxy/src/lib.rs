@@ -1,6 +1,6 @@
 //! `infra-proxy`: Infra's TLS reverse proxy in front of kube-apiserver.
 //!
-//! The request life cycle, one direction, no back and forth (see DESIGN.md):
+//! The request life cycle, one direction, no back and forth (see docs/design.md):
 //!
 //! ```text
 //! accept (TLS, ALPN h2/http1.1, deadlines)      server.rs, tls.rs
@@ -20,7 +20,6 @@ pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod config;
-pub mod control;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;

@@ -17,7 +17,6 @@ use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
 use infra_authz::rbac::RoleSet;
 
 use crate::admin::Readiness;
-use crate::control::ControlPlane;
 use crate::metrics::Metrics;
 
 /// The current policy of one destination.
@@ -180,6 +179,17 @@ pub fn load(path: &Path) -> Result<infra_authz::policy::Policy, PolicyErrors> {
     file::load(path, &EnvSecrets)
 }
 
+/// Who owns what a policy file declares when a control plane runs in this process: it is given
+/// each good file, stores what it declares, and publishes the grants back to the handle. Defined
+/// here so that the proxy core never names the control plane (no module or crate cycle).
+pub trait FileOwner: Send + Sync + std::fmt::Debug {
+    /// Puts `policy` in force; an error leaves the previous policy in force.
+    fn apply<'a>(
+        &'a self,
+        policy: &'a infra_authz::policy::Policy,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
 /// Watches the policy file and reloads it when it changes.
 #[derive(Debug)]
 pub struct Reloader {
@@ -189,7 +199,7 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// With a control plane in the process, the file goes to it (it owns what the file declares
     /// and publishes the grants); without, its grants go straight to the handle.
-    control: Option<Arc<ControlPlane>>,
+    control: Option<Arc<dyn FileOwner>>,
 }
 
 impl Reloader {
@@ -211,7 +221,7 @@ impl Reloader {
 
     /// Sends the file to the control plane instead of straight to the handle.
     #[must_use]
-    pub fn with_control(mut self, control: Arc<ControlPlane>) -> Self {
+    pub fn with_control(mut self, control: Arc<dyn FileOwner>) -> Self {
         self.control = Some(control);
         self
     }
@@ -221,11 +231,7 @@ impl Reloader {
     pub async fn reload(&self) -> bool {
         let loaded = match load(&self.path) {
             Ok(policy) => match &self.control {
-                Some(control) => control
-                    .apply_policy_file(&policy)
-                    .await
-                    .map(|()| policy)
-                    .map_err(|error| format!("{error:#}")),
+                Some(control) => control.apply(&policy).await.map(|()| policy),
                 None => Ok(policy),
             },
             Err(errors) => Err(errors.to_string()),

@@ -14,117 +14,40 @@
 //! a grant, a membership, a user or a key takes effect as soon as the snapshot arrives, not when
 //! the token expires. Open long-running streams are re-checked too (see [`crate::streams`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use arc_swap::ArcSwap;
 use infra_authz::decision::Identity;
-use infra_authz::policy::{Grant, Resource, Subject};
+use infra_authz::policy::Grant;
 use infra_authz::token::Jwks;
-use serde::{Deserialize, Serialize};
 
-/// One grant as a snapshot carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireGrant {
-    /// The user, for a user grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// The group, for a group grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// The role.
-    pub role: String,
-    /// `destination` or `destination.namespace`.
-    pub resource: String,
-    /// When it lapses, Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-}
+pub use infra_api::sync::{Message, Snapshot, WireGrant};
+pub use infra_authz::policy::wire::unix;
 
-impl WireGrant {
-    /// The wire form of `grant`.
-    pub fn from_grant(grant: &Grant) -> Self {
-        let (user, group) = match &grant.subject {
-            Subject::User(name) => (Some(name.clone()), None),
-            Subject::Group(name) => (None, Some(name.clone())),
-        };
-        Self {
-            user,
-            group,
-            role: grant.role.clone(),
-            resource: grant.resource.to_string(),
-            expires_at: grant.expires_at.map(unix),
-        }
-    }
-
-    /// The grant, if it is well formed.
-    pub fn to_grant(&self) -> Result<Grant> {
-        let subject = match (&self.user, &self.group) {
-            (Some(user), None) => Subject::User(user.clone()),
-            (None, Some(group)) => Subject::Group(group.clone()),
-            _ => bail!("a grant names neither or both of user and group"),
-        };
-        Ok(Grant {
-            subject,
-            role: self.role.clone(),
-            resource: self
-                .resource
-                .parse::<Resource>()
-                .map_err(|e| anyhow!("grant resource: {e}"))?,
-            expires_at: self.expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+/// The grants of `snapshot`, well formed ones only (a malformed one is logged and left out: it
+/// can only allow less).
+pub fn snapshot_grants(snapshot: &Snapshot) -> Vec<Grant> {
+    snapshot
+        .grants
+        .iter()
+        .filter_map(|g| match Grant::try_from(g) {
+            Ok(grant) => Some(grant),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a malformed grant in a snapshot");
+                None
+            }
         })
-    }
+        .collect()
 }
 
-/// Everything a proxy decides with, for one destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Snapshot {
-    /// Increases with every change (milliseconds since the epoch at the change, or one more than
-    /// the last, whichever is larger).
-    pub generation: u64,
-    /// The destination it is for.
-    pub destination: String,
-    /// The issuer (`iss`) of the control plane's tokens.
-    pub issuer: String,
-    /// The keys that verify its tokens (a JWKS document).
-    pub jwks: serde_json::Value,
-    /// The grants of this destination.
-    pub grants: Vec<WireGrant>,
-    /// Each user's groups.
-    pub members: BTreeMap<String, Vec<String>>,
-    /// Live sessions: access key id → user.
-    pub sessions: BTreeMap<String, String>,
-    /// Sessions ended lately (until their tokens have expired): access key id → user.
-    #[serde(default)]
-    pub ended: BTreeMap<String, String>,
-}
-
-impl Snapshot {
-    /// The grants, well formed ones only (a malformed one is logged and left out: it can only
-    /// allow less).
-    pub fn grants(&self) -> Vec<Grant> {
-        self.grants
-            .iter()
-            .filter_map(|g| match g.to_grant() {
-                Ok(grant) => Some(grant),
-                Err(error) => {
-                    tracing::warn!(%error, "ignoring a malformed grant in a snapshot");
-                    None
-                }
-            })
-            .collect()
-    }
-
-    /// The token verification keys.
-    pub fn keys(&self) -> Result<Jwks> {
-        Jwks::from_json(&self.jwks.to_string()).map_err(|e| anyhow!("snapshot keys: {e}"))
-    }
+/// The token verification keys of `snapshot`.
+pub fn snapshot_keys(snapshot: &Snapshot) -> Result<Jwks> {
+    Jwks::from_json(&snapshot.jwks.to_string()).map_err(|e| anyhow!("snapshot keys: {e}"))
 }
 
 /// Who may use the control plane's tokens, from the snapshot in force.
@@ -292,7 +215,7 @@ impl SyncState {
         if snapshot.generation <= current && current != 0 {
             return false;
         }
-        match snapshot.keys() {
+        match snapshot_keys(snapshot) {
             Ok(keys) => self.keys.store(Arc::new(Some(keys))),
             Err(error) => {
                 tracing::error!(%error, "a snapshot's keys do not parse; keeping the old ones");
@@ -300,7 +223,7 @@ impl SyncState {
         }
         self.sessions
             .store(Arc::new(Sessions::from_snapshot(snapshot)));
-        handle.replace(&snapshot.grants());
+        handle.replace(&snapshot_grants(snapshot));
         self.generation
             .store(snapshot.generation, Ordering::Release);
         true
@@ -368,21 +291,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
-}
-
-/// Unix seconds.
-pub fn unix(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// One line of the sync stream.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Message {
-    /// The whole policy of the destination.
-    Snapshot(Box<Snapshot>),
-    /// Nothing changed; the generation in force on the control plane.
-    Heartbeat(u64),
 }
 
 /// How a remote proxy reaches its control plane.
@@ -552,6 +460,8 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::time::UNIX_EPOCH;
 
     fn snapshot(generation: u64) -> Snapshot {
         Snapshot {
@@ -614,9 +524,9 @@ mod tests {
 
     #[test]
     fn grants_round_trip_through_the_wire() {
-        let grants = snapshot(1).grants();
+        let grants = snapshot_grants(&snapshot(1));
         assert_eq!(grants.len(), 1);
-        assert_eq!(WireGrant::from_grant(&grants[0]), snapshot(1).grants[0]);
+        assert_eq!(WireGrant::from(&grants[0]), snapshot(1).grants[0]);
         let text = serde_json::to_string(&Message::Snapshot(Box::new(snapshot(3)))).expect("json");
         let Message::Snapshot(back) = serde_json::from_str(&text).expect("parse") else {
             panic!("not a snapshot");

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use infra_authz::clock::{Clock, ManualClock};
 use infra_authz::policy::Policy;
 use infra_authz::token::Verifier;
-use infra_proxy::control::crypto::RootKeySource;
-use infra_proxy::control::passwords::Passwords;
-use infra_proxy::control::{ControlConfig, ControlPlane, Store, StoreConfig};
+use infra_control::crypto::RootKeySource;
+use infra_control::passwords::Passwords;
+use infra_control::{ControlConfig, ControlPlane, Store, StoreConfig};
 
 const ISSUER: &str = "https://control.example.com";
 

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use infra_authz::clock::{Clock as _, ManualClock};
 use infra_authz::policy::{Grant, Provider, ProviderKind, Resource, Secret, Subject};
-use infra_proxy::control::crypto::{RootKeySource, SecretBytes};
-use infra_proxy::control::oidc::{self, PendingLogin};
-use infra_proxy::control::passwords::{self, Passwords};
-use infra_proxy::control::store::{
+use infra_control::crypto::{RootKeySource, SecretBytes};
+use infra_control::oidc::{self, PendingLogin};
+use infra_control::passwords::{self, Passwords};
+use infra_control::store::{
     Database, KeyError, KeyKind, LoginError, NewAccessKey, NewDestination, NewSigningKey,
     OpenError, StoreConfig, StoreError,
 };
-use infra_proxy::control::{Store, keys};
+use infra_control::{Store, keys};
 use infra_tests::postgres as pg;
 use sha2::{Digest as _, Sha256};
 use sqlx::{Connection as _, Row as _};
@@ -352,7 +352,7 @@ async fn grants(store: &Store, clock: &ManualClock, raw: &Raw) {
         ..grant(user("alice@example.com"), "admin", "prod")
     };
     let jit = store.create_grant("admin", &jit, now).await.expect("jit");
-    let active = |list: Vec<infra_proxy::control::store::StoredGrant>| {
+    let active = |list: Vec<infra_control::store::StoredGrant>| {
         list.into_iter().map(|s| s.id).collect::<Vec<_>>()
     };
     assert_eq!(

@@ -1,5 +1,5 @@
 //! The control API: JSON over HTTPS under `/api` (see `docs/control-api.md` and
-//! `proxy/openapi.yaml`). Every handler is a thin layer over the [`ControlPlane`] and its store.
+//! `control/openapi.yaml`). Every handler is a thin layer over the [`ControlPlane`] and its store.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use super::store::{
 };
 
 /// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
 
 /// Every route: method and path, as the OpenAPI document names them.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -1647,7 +1647,7 @@ async fn sync(State(plane): Plane, caller: Caller, Path(destination): Path<Strin
                     }
                 },
             };
-            let Some(line) = message_line(&crate::sync::Message::Snapshot(Box::new(snapshot)))
+            let Some(line) = message_line(&infra_api::sync::Message::Snapshot(Box::new(snapshot)))
             else {
                 return;
             };
@@ -1671,7 +1671,7 @@ async fn sync(State(plane): Plane, caller: Caller, Path(destination): Path<Strin
                                 .touch_destination(&destination, &known.version, plane.now())
                                 .await;
                         }
-                        let Some(line) = message_line(&crate::sync::Message::Heartbeat(
+                        let Some(line) = message_line(&infra_api::sync::Message::Heartbeat(
                             *changes.borrow(),
                         )) else {
                             return;
@@ -1699,7 +1699,7 @@ async fn sync(State(plane): Plane, caller: Caller, Path(destination): Path<Strin
         .into_response())
 }
 
-fn message_line(message: &crate::sync::Message) -> Option<bytes::Bytes> {
+fn message_line(message: &infra_api::sync::Message) -> Option<bytes::Bytes> {
     match serde_json::to_vec(message) {
         Ok(mut line) => {
             line.push(b'\n');

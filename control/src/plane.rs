@@ -318,7 +318,7 @@ impl ControlPlane {
 
     /// The policy snapshot of `destination` now: its grants, every user's groups, the live
     /// sessions, and the token keys.
-    pub async fn snapshot(&self, destination: &str) -> Result<crate::sync::Snapshot> {
+    pub async fn snapshot(&self, destination: &str) -> Result<infra_api::sync::Snapshot> {
         use std::collections::BTreeMap;
         let now = self.now();
         let grants = self
@@ -328,7 +328,7 @@ impl ControlPlane {
             .iter()
             .map(|stored| &stored.grant)
             .filter(|g| !g.resource.is_control())
-            .map(crate::sync::WireGrant::from_grant)
+            .map(infra_api::sync::WireGrant::from)
             .collect();
         let shared = self.shared_view().await?;
         let members: BTreeMap<String, Vec<String>> = shared.members.clone();
@@ -365,7 +365,7 @@ impl ControlPlane {
                 |last| Some(millis.max(last + 1)),
             )
             .map_or(millis, |last| millis.max(last + 1));
-        Ok(crate::sync::Snapshot {
+        Ok(infra_api::sync::Snapshot {
             generation,
             destination: destination.to_owned(),
             issuer: self.config.issuer.clone(),
@@ -438,7 +438,7 @@ impl ControlPlane {
                     ttl: self.config.token_ttl,
                     session: session.map(|key| infra_authz::token::SessionClaim {
                         id: &key.id,
-                        started_at: crate::sync::unix(key.created_at),
+                        started_at: infra_authz::policy::wire::unix(key.created_at),
                     }),
                 },
                 self.now(),

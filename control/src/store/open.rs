@@ -26,7 +26,7 @@
 //! rename; a start interrupted between the two is refused the next time like lost data, and
 //! the refusal says to remove the key file if this was a first start.
 //!
-//! Migrations are embedded (`proxy/migrations/{sqlite,postgres}`) and run by sqlx's migrator at
+//! Migrations are embedded (`control/migrations/{sqlite,postgres}`) and run by sqlx's migrator at
 //! every start, under its lock on PostgreSQL, so replicas starting together are safe.
 
 use std::borrow::Cow;
@@ -48,8 +48,8 @@ use sqlx::{Row as _, SqlSafeStr as _};
 use infra_authz::policy::Secret;
 
 use super::{Backend, Store};
-use crate::control::crypto::{RootKey, RootKeyError, RootKeySource, SealError, Sealer};
-use crate::control::passwords::Passwords;
+use crate::crypto::{RootKey, RootKeyError, RootKeySource, SealError, Sealer};
+use crate::passwords::Passwords;
 
 /// The SQLite file header.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -267,15 +267,15 @@ fn sqlite_migrator() -> Migrator {
     migrator([
         (
             "init",
-            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0001_init.sql"),
         ),
         (
             "managed",
-            include_str!("../../../migrations/sqlite/0002_managed.sql"),
+            include_str!("../../migrations/sqlite/0002_managed.sql"),
         ),
         (
             "oidc logins",
-            include_str!("../../../migrations/sqlite/0003_oidc_logins.sql"),
+            include_str!("../../migrations/sqlite/0003_oidc_logins.sql"),
         ),
     ])
 }
@@ -284,15 +284,15 @@ fn postgres_migrator() -> Migrator {
     migrator([
         (
             "init",
-            include_str!("../../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0001_init.sql"),
         ),
         (
             "managed",
-            include_str!("../../../migrations/postgres/0002_managed.sql"),
+            include_str!("../../migrations/postgres/0002_managed.sql"),
         ),
         (
             "oidc logins",
-            include_str!("../../../migrations/postgres/0003_oidc_logins.sql"),
+            include_str!("../../migrations/postgres/0003_oidc_logins.sql"),
         ),
     ])
 }

@@ -1,4 +1,4 @@
-//! The control plane's parts that do not face the network.
+//! `infra-control`: Infra's control plane.
 //!
 //! - [`store`]: the state the control plane keeps (users, groups, grants, access keys,
 //!   identity providers and their sessions, destinations, token signing keys, the audit trail of
@@ -8,9 +8,12 @@
 //! - [`passwords`]: Argon2id hashes for local users, the password policy, equal-time refusals.
 //! - [`keys`]: access keys `<id>.<secret>`, stored as the SHA-256 of the secret.
 //! - [`plane`]: the control plane itself: token signing and key rotation, the bootstrap admin,
-//!   the policy file's ownership of what it declares.
+//!   the policy file's ownership of what it declares, snapshots for proxies.
 //! - [`oidc`]: login through OpenID Connect providers, and re-verification.
-//! - [`api`]: the HTTP API the CLI talks to.
+//! - [`api`]: the HTTP API the CLI and proxies talk to, on the wire types of `infra-api`.
+//!
+//! It depends on `infra-api` (wire types) and `infra-authz` (the policy model), never on the
+//! proxy: `infra-proxy` runs it in its process behind its default `control` feature.
 
 pub mod api;
 pub mod crypto;

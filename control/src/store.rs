@@ -3,7 +3,7 @@
 //! One [`Store`] handle (cheap to clone) over either database. The SQL is written once: both
 //! dialects take `$1` placeholders, `ON CONFLICT`, `RETURNING` and the same types (64-bit
 //! integers, text, bytes), so every method has one body, expanded for each pool type by the
-//! `with_db!` macro. Only the migrations differ (`proxy/migrations/{sqlite,postgres}`), in how
+//! `with_db!` macro. Only the migrations differ (`control/migrations/{sqlite,postgres}`), in how
 //! they spell types and id columns. Opening, first start and corruption are in [`open`].
 //!
 //! - **Time is a parameter**: every method that records or compares a time takes `now`, stored
@@ -17,9 +17,9 @@
 //!   `BEGIN IMMEDIATE` (so two writers queue on the busy timeout instead of failing when one
 //!   upgrades a read lock); on PostgreSQL unique constraints and `ON CONFLICT` decide races.
 //! - **Secrets at rest**: provider client secrets, refresh tokens and signing keys' private
-//!   halves are sealed with the root key ([`crate::control::crypto`]); access keys are stored as
-//!   the SHA-256 of their secret ([`crate::control::keys`]); passwords as Argon2id hashes
-//!   ([`crate::control::passwords`]).
+//!   halves are sealed with the root key ([`crate::crypto`]); access keys are stored as
+//!   the SHA-256 of their secret ([`crate::keys`]); passwords as Argon2id hashes
+//!   ([`crate::passwords`]).
 
 pub mod open;
 
@@ -37,10 +37,10 @@ use infra_authz::policy::{
     validate_role_name, validate_subject_name,
 };
 
-use crate::control::crypto::{SealError, Sealer, SecretBytes};
-use crate::control::keys::{self, GenerateError, Presented};
-use crate::control::oidc::PendingLogin;
-use crate::control::passwords::{self, HashError, Passwords, PolicyError, Verification};
+use crate::crypto::{SealError, Sealer, SecretBytes};
+use crate::keys::{self, GenerateError, Presented};
+use crate::oidc::PendingLogin;
+use crate::passwords::{self, HashError, Passwords, PolicyError, Verification};
 
 pub use open::{Database, OpenError, StoreConfig};
 
@@ -2697,7 +2697,7 @@ impl Store {
         })
     }
 
-    /// Keeps a login in flight under `key` (see [`crate::control::oidc::state_key`]), after dropping expired
+    /// Keeps a login in flight under `key` (see [`crate::oidc::state_key`]), after dropping expired
     /// ones. Answers false, keeping nothing, when `max` live logins are already in flight.
     pub async fn put_oidc_login(
         &self,

@@ -1,4 +1,4 @@
-//! `proxy/openapi.yaml` against the control API as built: the document names exactly the routes
+//! `control/openapi.yaml` against the control API as built: the document names exactly the routes
 //! in `api::ROUTES`, every operation is complete and every `$ref` resolves, and the real router
 //! (on a control plane over a temporary SQLite store) serves every one of those routes.
 
@@ -10,10 +10,10 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use infra_authz::clock::SystemClock;
 use infra_authz::policy::Policy;
-use infra_proxy::control::api::{self, OPENAPI, ROUTES};
-use infra_proxy::control::crypto::RootKeySource;
-use infra_proxy::control::passwords::Passwords;
-use infra_proxy::control::{ControlConfig, ControlPlane, Store, StoreConfig};
+use infra_control::api::{self, OPENAPI, ROUTES};
+use infra_control::crypto::RootKeySource;
+use infra_control::passwords::Passwords;
+use infra_control::{ControlConfig, ControlPlane, Store, StoreConfig};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -25,7 +25,7 @@ const METHODS: &[&str] = &[
 const FALLBACK_MESSAGE: &str = "no such API route";
 
 fn document() -> Value {
-    serde_saphyr::from_str(OPENAPI).expect("proxy/openapi.yaml is YAML")
+    serde_saphyr::from_str(OPENAPI).expect("control/openapi.yaml is YAML")
 }
 
 fn paths(doc: &Value) -> &serde_json::Map<String, Value> {
@@ -79,7 +79,7 @@ fn documented_routes_are_exactly_the_routes() {
     let extra: BTreeSet<_> = documented.difference(&routes).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "proxy/openapi.yaml and api::ROUTES differ\n\
+        "control/openapi.yaml and api::ROUTES differ\n\
          in ROUTES, not in the document:\n{}\n\
          in the document, not in ROUTES:\n{}",
         show(&missing),
@@ -331,6 +331,6 @@ async fn the_router_serves_this_document() {
         "GET /api/openapi.yaml serves the document"
     );
     let on_disk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
-        .expect("read proxy/openapi.yaml");
+        .expect("read control/openapi.yaml");
     assert_eq!(on_disk, OPENAPI, "the served text is the file's");
 }
