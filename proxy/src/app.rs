@@ -244,6 +244,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             Arc::clone(sync),
             Arc::clone(&readiness),
             Arc::clone(&metrics),
+            Arc::clone(&clock),
         );
     }
     spawn_readiness_probes(
@@ -313,14 +314,20 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             .clone()
             .unwrap_or_else(|| format!("https://{address}"));
         remote.serving_ca_pem = resolver.leaf_pem();
-        crate::sync::spawn_remote(remote, Arc::clone(sync), Arc::clone(&proxy.policy))?;
+        crate::sync::spawn_remote(
+            remote,
+            Arc::clone(sync),
+            Arc::clone(&proxy.policy),
+            Arc::clone(&proxy.clock),
+        )?;
     }
     if let Some(client) = rbac_client {
-        crate::reconcile::spawn(
+        crate::reconcile::spawn_with_clock(
             client,
             Arc::clone(&proxy.policy),
             Arc::clone(&readiness),
             Arc::clone(&proxy.metrics),
+            Arc::clone(&proxy.clock),
         );
     }
     tracing::info!(%address, %admin_address, destination = %args.destination, "infra-proxy serving");
@@ -441,13 +448,18 @@ async fn start_sync(
 }
 
 /// Shows a proxy-only proxy's distance from its control plane in /readyz and a metric.
-fn spawn_staleness_reports(sync: Arc<SyncState>, readiness: Arc<Readiness>, metrics: Arc<Metrics>) {
+fn spawn_staleness_reports(
+    sync: Arc<SyncState>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = std::time::SystemTime::now();
+            let now = clock.now();
             readiness.set("control-plane", sync.refuse_reason(now).map_or(Ok(()), Err));
             metrics.snapshot_age.set(
                 sync.age(now)

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use arc_swap::ArcSwap;
+use infra_authz::clock::Clock;
 use infra_authz::decision::Identity;
 use infra_authz::policy::Grant;
 use infra_authz::token::Jwks;
@@ -240,11 +241,11 @@ impl SyncState {
 
     /// Marks the state file as current (its modification time is the last contact a restart
     /// starts from).
-    pub fn touch_file(&self) {
+    pub fn touch_file(&self, now: SystemTime) {
         if let Some(file) = &self.file
             && let Ok(handle) = std::fs::File::options().append(true).open(file)
         {
-            let _ = handle.set_modified(SystemTime::now());
+            let _ = handle.set_modified(now);
         }
     }
 
@@ -316,6 +317,7 @@ pub fn spawn_remote(
     remote: Remote,
     state: Arc<SyncState>,
     handle: Arc<crate::policy::PolicyHandle>,
+    clock: Arc<dyn Clock>,
 ) -> Result<()> {
     let mut http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -350,7 +352,7 @@ pub fn spawn_remote(
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
-            match follow(&http, &remote, &state, &handle).await {
+            match follow(&http, &remote, &state, &handle, clock.as_ref()).await {
                 Ok(()) => backoff = Duration::from_millis(500),
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "sync with the control plane interrupted");
@@ -399,6 +401,7 @@ async fn follow(
     remote: &Remote,
     state: &SyncState,
     handle: &crate::policy::PolicyHandle,
+    clock: &dyn Clock,
 ) -> Result<()> {
     register(http, remote, handle).await?;
     let base = remote.control_url.trim_end_matches('/');
@@ -429,9 +432,10 @@ async fn follow(
             }
             let message: Message =
                 serde_json::from_slice(line).context("a sync message does not parse")?;
-            state.contact(SystemTime::now());
+            let now = clock.now();
+            state.contact(now);
             if let Message::Heartbeat(_) = message {
-                state.touch_file();
+                state.touch_file(now);
             }
             if let Message::Snapshot(snapshot) = message {
                 if snapshot.destination != remote.destination {
