@@ -9,15 +9,18 @@
 //! - [`keys`]: access keys `<id>.<secret>`, stored as the SHA-256 of the secret.
 //! - [`plane`]: the control plane itself: token signing and key rotation, the bootstrap admin,
 //!   the policy file's ownership of what it declares, snapshots for proxies.
-//! - [`oidc`]: login through OpenID Connect providers, and re-verification.
+//! - [`login`]: logging in by password, access key or OpenID Connect, and re-verification.
+//! - [`oidc`]: the OpenID Connect protocol with providers.
 //! - [`api`]: the HTTP API the CLI and proxies talk to, on the wire types of `infra-api`.
 //!
 //! It depends on `infra-api` (wire types) and `infra-authz` (the policy model), never on the
 //! proxy: `infra-proxy` runs it in its process behind its default `control` feature.
 
 pub mod api;
+pub mod changes;
 pub mod crypto;
 pub mod keys;
+pub mod login;
 pub mod oidc;
 pub mod passwords;
 pub mod plane;
