@@ -1,19 +1,26 @@
 //! Verifying tokens: Infra's own, and ID tokens of external OIDC issuers.
 
+mod claims;
+mod error;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use self::claims::{check_name, missing, string_claim, string_items, time_claim};
 use super::jwk::{Jwks, TrustedKey};
 use super::keys::Algorithm;
 use super::{b64url_decode, clip, unix_seconds};
-use crate::policy::{NameError, validate_subject_name};
+
+pub(super) use claims::check_times;
+pub use claims::{ClaimMapping, Claims, TokenIdentity, VerifiedToken};
+pub use error::TokenError;
 
 /// The largest token accepted, in bytes. Checked before any parsing or base64 decoding.
 ///
@@ -33,203 +40,6 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// The largest leeway a [`Verifier`] accepts: 5 minutes. More would make short-lived tokens
 /// long-lived.
 pub const MAX_LEEWAY: Duration = Duration::from_mins(5);
-
-/// Why a token was refused. Every refusal becomes a 401 `Status`, so kubectl fetches a new one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    /// The token is longer than [`MAX_TOKEN_BYTES`]; it was not parsed at all.
-    #[error("the token is {len} bytes, more than the {max} allowed")]
-    TooLarge {
-        /// The token's length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The token is not a compact JWS: three base64url parts, a JSON object header with an
-    /// `alg`, a JSON object payload.
-    #[error("the token is malformed: {0}")]
-    Malformed(&'static str),
-    /// The header says `alg: none` (in any case): an unsigned token.
-    #[error("the token is unsigned (`alg: none`)")]
-    Unsigned,
-    /// The header names an HMAC algorithm. Never accepted: with a public key as the HMAC secret
-    /// anyone could sign (the key-confusion attack).
-    #[error("the token uses the symmetric algorithm {0:?}, which is never accepted")]
-    SymmetricAlgorithm(String),
-    /// The header names an algorithm Infra does not verify.
-    #[error("the token's algorithm {0:?} is not supported")]
-    UnsupportedAlgorithm(String),
-    /// The header has a `crit` member: it relies on an extension Infra does not understand.
-    #[error("the token's header has critical extensions, which are not understood")]
-    CriticalHeader,
-    /// The header has no `kid`. Keys are chosen by `kid`, never by trying each one.
-    #[error("the token's header names no key (`kid`)")]
-    MissingKid,
-    /// No trusted key has the header's `kid`.
-    #[error("the token's key {0:?} is not trusted")]
-    UnknownKid(String),
-    /// The header's `alg` is not the one algorithm the key is pinned to.
-    #[error("key {kid:?} verifies only {expected}, but the token says {got}")]
-    AlgorithmMismatch {
-        /// The key.
-        kid: String,
-        /// The key's algorithm.
-        expected: Algorithm,
-        /// The token's.
-        got: Algorithm,
-    },
-    /// The trusted key could not be used to verify (it should have been refused when loaded).
-    #[error("key {0:?} cannot verify signatures")]
-    UnusableKey(String),
-    /// The signature does not verify with the key.
-    #[error("the token's signature does not verify")]
-    BadSignature,
-    /// A claim the token must carry is absent.
-    #[error("the token has no {0:?} claim")]
-    MissingClaim(String),
-    /// A claim has the wrong JSON type or form (times must be whole seconds).
-    #[error("the token's {0:?} claim has the wrong type or form")]
-    InvalidClaim(String),
-    /// `iss` is not this verifier's issuer.
-    #[error("the token was issued by another issuer")]
-    WrongIssuer,
-    /// `aud` does not name this destination.
-    #[error("the token is not meant for this destination")]
-    WrongAudience,
-    /// `now` is at or past `exp` plus the leeway.
-    #[error("the token expired at {exp} (now {now})")]
-    Expired {
-        /// The token's `exp`, in Unix seconds.
-        exp: u64,
-        /// The time of the check, in Unix seconds.
-        now: u64,
-    },
-    /// `now` plus the leeway is before `nbf`.
-    #[error("the token is not valid before {nbf} (now {now})")]
-    NotYetValid {
-        /// The token's `nbf`, in Unix seconds.
-        nbf: u64,
-        /// The time of the check, in Unix seconds.
-        now: u64,
-    },
-    /// A user or group name starts with `system:`, which only Kubernetes may use.
-    #[error("the token names {0:?}, and `system:` names are reserved for Kubernetes")]
-    ReservedName(String),
-    /// A user or group name is empty or holds control characters.
-    #[error("the token names an invalid user or group")]
-    InvalidName(#[source] NameError),
-    /// The username is the `email` claim and `email_verified` is false.
-    #[error("the token's email address is not verified")]
-    EmailNotVerified,
-}
-
-/// The claims of an Infra token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Claims {
-    /// The issuer: the control plane's URL.
-    pub iss: String,
-    /// The user's id.
-    pub sub: String,
-    /// The destination the token is for. A verified token whose `aud` was an array holds the
-    /// member that matched.
-    pub aud: String,
-    /// Expiry, Unix seconds.
-    pub exp: u64,
-    /// Not before, Unix seconds.
-    pub nbf: u64,
-    /// Issued at, Unix seconds.
-    pub iat: u64,
-    /// A unique id (128 random bits, base64url), for audit.
-    pub jti: String,
-    /// The user's name: what grants and `Impersonate-User` use.
-    pub name: String,
-    /// The user's groups.
-    pub groups: Vec<String>,
-    /// The session (access key id) the token was traded for, when it says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    /// When that session began, Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid_at: Option<u64>,
-}
-
-/// An Infra token whose signature and claims have been checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VerifiedToken {
-    /// The key that signed it.
-    pub kid: String,
-    /// The algorithm it was signed with.
-    pub algorithm: Algorithm,
-    /// Its claims.
-    pub claims: Claims,
-}
-
-impl VerifiedToken {
-    /// The user as Kubernetes will see it (`Impersonate-User`).
-    pub fn user(&self) -> &str {
-        &self.claims.name
-    }
-
-    /// The user's groups (`Impersonate-Group`).
-    pub fn groups(&self) -> &[String] {
-        &self.claims.groups
-    }
-
-    /// When the token expires (without the leeway).
-    pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.claims.exp)
-    }
-}
-
-/// The identity in an external issuer's ID token, after the [`ClaimMapping`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TokenIdentity {
-    /// The username, with its prefix.
-    pub user: String,
-    /// The groups, each with the groups prefix.
-    pub groups: Vec<String>,
-    /// Expiry, Unix seconds.
-    pub exp: u64,
-    /// Not before, Unix seconds, if the token has one.
-    pub nbf: Option<u64>,
-    /// The `sid` claim (the session the token was traded for), if the token has one.
-    pub session: Option<String>,
-    /// When the session began (`sid_at`), Unix seconds, if the token says.
-    pub session_started: Option<u64>,
-}
-
-/// How an external issuer's claims become a Kubernetes user and groups; the same knobs as the
-/// apiserver's `--oidc-username-claim`, `--oidc-username-prefix`, `--oidc-groups-claim` and
-/// `--oidc-groups-prefix`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimMapping {
-    /// The claim that holds the username: `sub` by default, commonly `email`. With `email`, a
-    /// token whose `email_verified` is present and not `true` is refused.
-    pub username_claim: String,
-    /// Put in front of every username (for example `okta:`), so names from one issuer cannot
-    /// collide with another's.
-    pub username_prefix: String,
-    /// The claim that holds the groups, a string or an array of strings: `groups` by default.
-    /// A token without it has no groups.
-    pub groups_claim: String,
-    /// Put in front of every group name.
-    pub groups_prefix: String,
-}
-
-impl Default for ClaimMapping {
-    fn default() -> Self {
-        Self {
-            username_claim: "sub".into(),
-            username_prefix: String::new(),
-            groups_claim: "groups".into(),
-            groups_prefix: String::new(),
-        }
-    }
-}
 
 /// A [`Verifier`] that could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -642,67 +452,6 @@ fn from_jsonwebtoken(kind: &ErrorKind, key: &TrustedKey) -> TokenError {
     }
 }
 
-/// The expiry and not-before rule, shared with the cache so that a cached answer is the answer
-/// a fresh check would give. Valid while `now < exp + leeway` and `nbf <= now + leeway`.
-pub(super) fn check_times(
-    exp: u64,
-    nbf: Option<u64>,
-    now: u64,
-    leeway: u64,
-) -> Result<(), TokenError> {
-    if now >= exp.saturating_add(leeway) {
-        return Err(TokenError::Expired { exp, now });
-    }
-    if let Some(nbf) = nbf
-        && now.saturating_add(leeway) < nbf
-    {
-        return Err(TokenError::NotYetValid { nbf, now });
-    }
-    Ok(())
-}
-
-fn missing(claim: &str) -> TokenError {
-    TokenError::MissingClaim(clip(claim))
-}
-
-/// A NumericDate claim, in whole seconds (fractions and negative numbers are refused).
-fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| TokenError::InvalidClaim(clip(name))),
-    }
-}
-
-/// A non-empty string claim.
-fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, TokenError> {
-    match claims.get(name) {
-        None => Err(missing(name)),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(_) => Err(TokenError::InvalidClaim(clip(name))),
-    }
-}
-
-fn string_items(items: &[Value], name: &str) -> Result<Vec<String>, TokenError> {
-    items
-        .iter()
-        .map(|item| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| TokenError::InvalidClaim(clip(name)))
-        })
-        .collect()
-}
-
-fn check_name(name: &str) -> Result<(), TokenError> {
-    validate_subject_name(name).map_err(|err| match err {
-        NameError::Reserved(name) => TokenError::ReservedName(clip(&name)),
-        other => TokenError::InvalidName(other),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use ring::hmac;
@@ -711,6 +460,7 @@ mod tests {
 
     use super::*;
     use crate::clock::{Clock, ManualClock};
+    use crate::policy::NameError;
     use crate::token::test_support::{
         AUDIENCE, ISSUER, T0, at, forge, forge_with, infra_claims, issuer, part, request,
         rsa_fixture_jwk, rsa_sign, verifier_for,
