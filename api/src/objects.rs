@@ -359,8 +359,10 @@ pub struct ProviderBody {
     pub url: String,
     /// The OAuth client id.
     pub client_id: String,
-    /// The OAuth client secret.
-    pub client_secret: String,
+    /// The OAuth client secret (required to create; an update without it keeps the current
+    /// one, which the API never shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     /// Extra scopes to ask for.
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -1,5 +1,5 @@
-//! A client of the control API (`docs/control-api.md`): its objects, its errors, and one method per
-//! route the CLI uses.
+//! A client of the control API (`docs/control-api.md`): one method per route the CLI uses, on
+//! the wire types of `infra-api` (the CLI declares none of its own), and its errors.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,9 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::state::{Server, Trust};
 use crate::ui;
@@ -37,200 +36,11 @@ impl ApiError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Version {
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProviderSummary {
-    pub name: String,
-    pub kind: String,
-    pub url: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LoginResponse {
-    pub user: String,
-    pub access_key: String,
-    #[serde(default)]
-    pub expires_at: Option<Timestamp>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OidcStart {
-    pub authorize_url: String,
-    pub state: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Token {
-    pub token: String,
-    pub expires_at: Timestamp,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Me {
-    pub name: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub admin: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Access {
-    pub destination: String,
-    pub url: String,
-    #[serde(default)]
-    pub ca_pem: Option<String>,
-    /// None: the whole cluster.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    pub role: String,
-    #[serde(default)]
-    pub expires_at: Option<Timestamp>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    #[serde(default)]
-    pub has_password: bool,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub created_at: Option<Timestamp>,
-    #[serde(default)]
-    pub updated_at: Option<Timestamp>,
-    #[serde(default)]
-    pub revision: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Group {
-    pub name: String,
-    #[serde(default)]
-    pub members: u64,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub created_at: Option<Timestamp>,
-    #[serde(default)]
-    pub revision: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Grant {
-    #[serde(deserialize_with = "string_or_number")]
-    pub id: String,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub group: Option<String>,
-    pub role: String,
-    pub resource: String,
-    #[serde(default)]
-    pub expires_at: Option<Timestamp>,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub created_at: Option<Timestamp>,
-    #[serde(default)]
-    pub created_by: Option<String>,
-    #[serde(default)]
-    pub revision: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessKey {
-    #[serde(deserialize_with = "string_or_number")]
-    pub id: String,
-    pub user: String,
-    pub name: String,
-    pub kind: String,
-    #[serde(default)]
-    pub created_at: Option<Timestamp>,
-    #[serde(default)]
-    pub expires_at: Option<Timestamp>,
-    #[serde(default)]
-    pub inactivity_timeout_seconds: Option<u64>,
-    #[serde(default)]
-    pub last_used_at: Option<Timestamp>,
-    /// `id.secret`, only in the answer to a create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Provider {
-    pub name: String,
-    pub kind: String,
-    pub url: String,
-    #[serde(default)]
-    pub client_id: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub revision: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Destination {
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub ca_pem: Option<String>,
-    #[serde(default)]
-    pub version: Option<String>,
-    #[serde(default)]
-    pub last_seen_at: Option<Timestamp>,
-    #[serde(default)]
-    pub connected: bool,
-}
-
-/// An id the document does not give a type: taken as a string or a number, kept as text.
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "an id must be a string or a number, not {other}"
-        ))),
-    }
-}
-
-/// How to log in (`POST /api/login`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoginRequest {
-    Password {
-        name: String,
-        password: String,
-    },
-    AccessKey(String),
-    Oidc {
-        state: String,
-        code: String,
-        code_verifier: String,
-    },
-}
-
-/// A list answer: `{"items", "page", "limit", "total"}`; a bare array is taken too.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Page<T> {
-    Paged {
-        items: Vec<T>,
-        #[serde(default)]
-        total: Option<u64>,
-    },
-    Bare(Vec<T>),
-}
+pub use infra_api::{
+    Access, AccessKey, Destination, Grant, Group, LoginRequest, LoginResponse, Me, NewGrant,
+    NewGroup, NewKey, NewPassword, NewUser, OidcStart, OidcStartRequest, Page, Provider,
+    ProviderBody, ProviderSummary, Token, TokenRequest, User, Version,
+};
 
 /// A client of one server, with or without an access key.
 #[derive(Debug, Clone)]
@@ -328,9 +138,10 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: serde_json::Value,
+        body: &impl Serialize,
     ) -> Result<T> {
         let m = method.to_string();
+        let body = serde_json::to_value(body).context("encoding the request")?;
         self.call(method, path, &[], Some(body))
             .await?
             .ok_or_else(|| anyhow!("{m} {}{path}: an empty answer", self.base))
@@ -340,8 +151,12 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<&NewPassword>,
     ) -> Result<()> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .context("encoding the request")?;
         self.call::<serde_json::Value>(method, path, &[], body)
             .await
             .map(|_| ())
@@ -353,26 +168,16 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Vec<T>> {
-        const LIMIT: u64 = 1000;
+        const LIMIT: usize = 1000;
         let mut all = Vec::new();
-        for page in 1u64.. {
+        for page in 1usize.. {
             let mut q: Vec<(&str, String)> = query.to_vec();
             q.push(("page", page.to_string()));
             q.push(("limit", LIMIT.to_string()));
-            let (items, total) = match self.get(path, &q).await? {
-                Page::Paged { items, total } => (items, total),
-                Page::Bare(items) => {
-                    all.extend(items);
-                    break;
-                }
-            };
-            let got = items.len() as u64;
+            let Page { items, total, .. } = self.get::<Page<T>>(path, &q).await?;
+            let got = items.len();
             all.extend(items);
-            let done = match total {
-                Some(total) => all.len() as u64 >= total,
-                None => got < LIMIT,
-            };
-            if done || got == 0 {
+            if all.len() >= total || got == 0 {
                 break;
             }
         }
@@ -388,8 +193,7 @@ impl Client {
     }
 
     pub async fn login(&self, request: &LoginRequest) -> Result<LoginResponse> {
-        self.send(Method::POST, "/api/login", serde_json::to_value(request)?)
-            .await
+        self.send(Method::POST, "/api/login", request).await
     }
 
     pub async fn login_oidc(
@@ -401,7 +205,11 @@ impl Client {
         self.send(
             Method::POST,
             "/api/login/oidc",
-            json!({"provider": provider, "redirect_uri": redirect_uri, "code_challenge": code_challenge}),
+            &OidcStartRequest {
+                provider: provider.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                code_challenge: code_challenge.to_owned(),
+            },
         )
         .await
     }
@@ -414,7 +222,9 @@ impl Client {
         self.send(
             Method::POST,
             "/api/tokens",
-            json!({"destination": destination}),
+            &TokenRequest {
+                destination: destination.to_owned(),
+            },
         )
         .await
     }
@@ -432,18 +242,20 @@ impl Client {
     }
 
     pub async fn add_user(&self, name: &str, password: Option<&str>) -> Result<User> {
-        let mut body = json!({"name": name});
-        if let Some(p) = password {
-            body["password"] = json!(p);
-        }
-        self.send(Method::POST, "/api/users", body).await
+        let body = NewUser {
+            name: name.to_owned(),
+            password: password.map(str::to_owned),
+        };
+        self.send(Method::POST, "/api/users", &body).await
     }
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
         self.no_content(
             Method::PUT,
             &format!("/api/users/{}/password", seg(name)),
-            Some(json!({"password": password})),
+            Some(&NewPassword {
+                password: password.to_owned(),
+            }),
         )
         .await
     }
@@ -458,8 +270,10 @@ impl Client {
     }
 
     pub async fn add_group(&self, name: &str) -> Result<Group> {
-        self.send(Method::POST, "/api/groups", json!({"name": name}))
-            .await
+        let body = NewGroup {
+            name: name.to_owned(),
+        };
+        self.send(Method::POST, "/api/groups", &body).await
     }
 
     pub async fn remove_group(&self, name: &str) -> Result<()> {
@@ -509,21 +323,18 @@ impl Client {
         resource: &str,
         expires_at: Option<Timestamp>,
     ) -> Result<Grant> {
-        let mut body = json!({"role": role, "resource": resource});
-        if let Some(u) = user {
-            body["user"] = json!(u);
-        }
-        if let Some(g) = group {
-            body["group"] = json!(g);
-        }
-        if let Some(t) = expires_at {
-            body["expires_at"] = json!(t.to_string());
-        }
-        self.send(Method::POST, "/api/grants", body).await
+        let body = NewGrant {
+            user: user.map(str::to_owned),
+            group: group.map(str::to_owned),
+            role: role.to_owned(),
+            resource: resource.to_owned(),
+            expires_at: expires_at.map(|t| t.to_string()),
+        };
+        self.send(Method::POST, "/api/grants", &body).await
     }
 
-    pub async fn remove_grant(&self, id: &str) -> Result<()> {
-        self.no_content(Method::DELETE, &format!("/api/grants/{}", seg(id)), None)
+    pub async fn remove_grant(&self, id: i64) -> Result<()> {
+        self.no_content(Method::DELETE, &format!("/api/grants/{id}"), None)
             .await
     }
 
@@ -538,17 +349,13 @@ impl Client {
         expires_at: Option<Timestamp>,
         inactivity_timeout_seconds: Option<u64>,
     ) -> Result<AccessKey> {
-        let mut body = json!({"name": name});
-        if let Some(u) = user {
-            body["user"] = json!(u);
-        }
-        if let Some(t) = expires_at {
-            body["expires_at"] = json!(t.to_string());
-        }
-        if let Some(s) = inactivity_timeout_seconds {
-            body["inactivity_timeout_seconds"] = json!(s);
-        }
-        self.send(Method::POST, "/api/keys", body).await
+        let body = NewKey {
+            name: name.to_owned(),
+            user: user.map(str::to_owned),
+            expires_at: expires_at.map(|t| t.to_string()),
+            inactivity_timeout_seconds,
+        };
+        self.send(Method::POST, "/api/keys", &body).await
     }
 
     pub async fn remove_key(&self, id: &str) -> Result<()> {
@@ -571,11 +378,11 @@ impl Client {
             .await
     }
 
-    pub async fn add_provider(&self, body: serde_json::Value) -> Result<Provider> {
+    pub async fn add_provider(&self, body: &ProviderBody) -> Result<Provider> {
         self.send(Method::POST, "/api/providers", body).await
     }
 
-    pub async fn edit_provider(&self, name: &str, body: serde_json::Value) -> Result<Provider> {
+    pub async fn edit_provider(&self, name: &str, body: &ProviderBody) -> Result<Provider> {
         self.send(Method::PUT, &format!("/api/providers/{}", seg(name)), body)
             .await
     }
@@ -624,12 +431,7 @@ fn seg(text: &str) -> String {
 }
 
 fn parse_error(status: StatusCode, body: &[u8]) -> ApiError {
-    #[derive(Deserialize)]
-    struct Body {
-        code: String,
-        message: String,
-    }
-    match serde_json::from_slice::<Body>(body) {
+    match serde_json::from_slice::<infra_api::ErrorBody>(body) {
         Ok(b) => ApiError {
             status: status.as_u16(),
             code: b.code,
@@ -677,6 +479,7 @@ impl std::error::Error for TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn login_requests_have_the_documented_shape() {
@@ -716,23 +519,6 @@ mod tests {
         let e = parse_error(StatusCode::BAD_GATEWAY, b"upstream gone");
         assert_eq!(e.code, "bad_gateway");
         assert_eq!(e.message, "upstream gone");
-    }
-
-    #[test]
-    fn ids_may_be_numbers_or_strings() {
-        let g: Grant = serde_json::from_value(json!({
-            "id": 42, "user": "a", "group": null, "role": "view", "resource": "production",
-            "expires_at": null, "source": "api", "created_at": "2026-11-22T13:50:06Z",
-            "created_by": "admin", "revision": 1
-        }))
-        .expect("grant");
-        assert_eq!(g.id, "42");
-        let k: AccessKey = serde_json::from_value(json!({
-            "id": "k1", "user": "a", "name": "ci", "kind": "api", "created_at": null,
-            "expires_at": null, "inactivity_timeout_seconds": null, "last_used_at": null
-        }))
-        .expect("key");
-        assert_eq!(k.id, "k1");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn kubeconfig_destinations(access: &[Access]) -> Vec<kubeconfig::Destination
             kubeconfig::Destination {
                 name: name.to_owned(),
                 url: entries[0].url.clone(),
-                ca_pem: entries[0].ca_pem.clone(),
+                ca_pem: Some(entries[0].ca_pem.clone()),
                 namespace: if whole_cluster {
                     None
                 } else {

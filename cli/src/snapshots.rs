@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use infra_api::{KeyKind, ProviderKind, Source};
 
 use crate::api::{AccessKey, Destination, Grant, Group, Provider, User};
 use crate::args::Format;
@@ -29,9 +29,8 @@ fn check(name: &str, actual: &str) {
     );
 }
 
-#[expect(clippy::unnecessary_wraps, reason = "the fields it fills are optional")]
-fn ts(text: &str) -> Option<jiff::Timestamp> {
-    Some(text.parse().expect("timestamp"))
+fn ts(text: &str) -> jiff::Timestamp {
+    text.parse().expect("timestamp")
 }
 
 fn both<T: serde::Serialize>(name: &str, data: &T, table: impl Fn() -> String) {
@@ -45,27 +44,28 @@ fn both<T: serde::Serialize>(name: &str, data: &T, table: impl Fn() -> String) {
     );
 }
 
-fn grant(id: &str, user: Option<&str>, group: Option<&str>, role: &str, resource: &str) -> Grant {
+fn grant(id: i64, user: Option<&str>, group: Option<&str>, role: &str, resource: &str) -> Grant {
     Grant {
-        id: id.into(),
+        id,
         user: user.map(str::to_owned),
         group: group.map(str::to_owned),
         role: role.into(),
         resource: resource.into(),
         expires_at: None,
-        source: "api".into(),
+        problem: None,
+        source: Source::Api,
         created_at: ts("2026-11-22T13:50:06Z"),
-        created_by: Some("admin".into()),
-        revision: json!(1),
+        created_by: "admin".into(),
+        revision: 1,
     }
 }
 
 #[test]
 fn grants_list() {
     let grants = vec![
-        grant("g1", Some("suzie@example.com"), None, "admin", "production"),
-        grant("g2", None, Some("Engineering"), "view", "production"),
-        grant("g3", None, Some("Engineering"), "edit", "production.web"),
+        grant(1, Some("suzie@example.com"), None, "admin", "production"),
+        grant(2, None, Some("Engineering"), "view", "production"),
+        grant(3, None, Some("Engineering"), "edit", "production.web"),
     ];
     both("grants", &grants, || commands::grants_table(&grants));
 }
@@ -73,10 +73,10 @@ fn grants_list() {
 #[test]
 fn grants_list_with_an_expiring_grant() {
     let mut grants = vec![
-        grant("g1", Some("suzie@example.com"), None, "admin", "production"),
-        grant("g2", None, Some("Engineering"), "view", "production"),
+        grant(1, Some("suzie@example.com"), None, "admin", "production"),
+        grant(2, None, Some("Engineering"), "view", "production"),
     ];
-    grants[0].expires_at = ts("2026-11-22T14:50:06Z");
+    grants[0].expires_at = Some(ts("2026-11-22T14:50:06Z"));
     check("grants-expiring.txt", &commands::grants_table(&grants));
 }
 
@@ -87,19 +87,19 @@ fn users_list() {
             name: "admin".into(),
             has_password: true,
             groups: vec![],
-            source: "file".into(),
+            source: Source::File,
             created_at: ts("2026-11-01T09:00:00Z"),
             updated_at: ts("2026-11-01T09:00:00Z"),
-            revision: json!(1),
+            revision: 1,
         },
         User {
             name: "suzie@example.com".into(),
             has_password: false,
             groups: vec!["Engineering".into(), "Everyone".into()],
-            source: "api".into(),
+            source: Source::Api,
             created_at: ts("2026-11-22T13:50:06Z"),
             updated_at: ts("2026-11-22T13:55:00Z"),
-            revision: json!(3),
+            revision: 3,
         },
     ];
     both("users", &users, || commands::users_table(&users));
@@ -110,9 +110,9 @@ fn groups_list() {
     let groups = vec![Group {
         name: "Engineering".into(),
         members: 12,
-        source: "api".into(),
+        source: Source::Api,
         created_at: ts("2026-11-22T13:50:06Z"),
-        revision: json!(2),
+        revision: 2,
     }];
     both("groups", &groups, || commands::groups_table(&groups));
 }
@@ -123,11 +123,11 @@ fn keys_list() {
         id: "k5v8q2".into(),
         user: "suzie@example.com".into(),
         name: "ci".into(),
-        kind: "api".into(),
+        kind: KeyKind::Api,
         created_at: ts("2026-11-22T13:50:06Z"),
-        expires_at: ts("2026-12-22T13:50:06Z"),
+        expires_at: Some(ts("2026-12-22T13:50:06Z")),
         inactivity_timeout_seconds: Some(86_400),
-        last_used_at: None,
+        last_used_at: ts("2026-11-22T13:50:06Z"),
         key: None,
     }];
     both("keys", &keys, || commands::keys_table(&keys));
@@ -138,10 +138,11 @@ fn destinations_list() {
     let list = vec![Destination {
         name: "production".into(),
         url: "https://proxy.example.com:8443".into(),
-        ca_pem: None,
-        version: Some("0.1.0".into()),
-        last_seen_at: ts("2026-11-22T13:50:06Z"),
+        ca_pem: String::new(),
+        version: "0.1.0".into(),
+        last_seen_at: Some(ts("2026-11-22T13:50:06Z")),
         connected: true,
+        unknown_roles: vec![],
     }];
     both("destinations", &list, || {
         commands::destinations_table(&list)
@@ -152,12 +153,12 @@ fn destinations_list() {
 fn providers_list() {
     let list = vec![Provider {
         name: "okta".into(),
-        kind: "okta".into(),
+        kind: ProviderKind::Okta,
         url: "https://acme.okta.com".into(),
         client_id: "0oapn0qwiQPiMIyR35d6".into(),
         scopes: vec!["openid".into(), "email".into(), "groups".into()],
-        source: "file".into(),
-        revision: json!(1),
+        source: Source::File,
+        revision: 1,
     }];
     both("providers", &list, || commands::providers_table(&list));
 }
@@ -168,7 +169,7 @@ fn access_list() {
         crate::api::Access {
             destination: "production".into(),
             url: "https://proxy.example.com:8443".into(),
-            ca_pem: None,
+            ca_pem: String::new(),
             namespace: None,
             role: "view".into(),
             expires_at: None,
@@ -176,7 +177,7 @@ fn access_list() {
         crate::api::Access {
             destination: "production-eu-1".into(),
             url: "https://eu.example.com:8443".into(),
-            ca_pem: None,
+            ca_pem: String::new(),
             namespace: None,
             role: "admin".into(),
             expires_at: None,
@@ -184,7 +185,7 @@ fn access_list() {
         crate::api::Access {
             destination: "staging".into(),
             url: "https://staging.example.com:8443".into(),
-            ca_pem: None,
+            ca_pem: String::new(),
             namespace: Some("web".into()),
             role: "edit".into(),
             expires_at: None,

@@ -14,7 +14,11 @@ pub fn destinations_table(list: &[api::Destination]) -> String {
             d.name.clone(),
             d.url.clone(),
             if d.connected { "yes" } else { "no" }.to_owned(),
-            d.version.clone().unwrap_or_else(|| "-".to_owned()),
+            if d.version.is_empty() {
+                "-".to_owned()
+            } else {
+                d.version.clone()
+            },
             output::time(d.last_seen_at),
         ]);
     }

@@ -130,7 +130,7 @@ pub async fn run(ctx: &Ctx, command: GrantsCommand) -> Result<()> {
             }
             for g in &found {
                 client
-                    .remove_grant(&g.id)
+                    .remove_grant(g.id)
                     .await
                     .with_context(|| format!("removing grant {}", g.id))?;
                 eprintln!(

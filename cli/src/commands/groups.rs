@@ -13,8 +13,8 @@ pub fn groups_table(groups: &[api::Group]) -> String {
         t.row([
             g.name.clone(),
             g.members.to_string(),
-            g.source.clone(),
-            output::time(g.created_at),
+            g.source.to_string(),
+            output::time(Some(g.created_at)),
         ]);
     }
     t.render()

@@ -25,10 +25,10 @@ pub fn keys_table(keys: &[api::AccessKey]) -> String {
             k.id.clone(),
             k.name.clone(),
             k.user.clone(),
-            k.kind.clone(),
-            output::time(k.created_at),
+            k.kind.to_string(),
+            output::time(Some(k.created_at)),
             output::time(k.expires_at),
-            output::time(k.last_used_at),
+            output::time(Some(k.last_used_at)),
         ]);
     }
     t.render()

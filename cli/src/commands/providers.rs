@@ -2,7 +2,6 @@
 //! secret is sent only when given, never read back.
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::{Ctx, connect};
 use crate::api;
@@ -15,10 +14,10 @@ pub fn providers_table(list: &[api::Provider]) -> String {
     for p in list {
         t.row([
             p.name.clone(),
-            p.kind.clone(),
+            p.kind.to_string(),
             p.url.clone(),
             p.client_id.clone(),
-            p.source.clone(),
+            p.source.to_string(),
         ]);
     }
     t.render()
@@ -39,34 +38,35 @@ pub async fn run(ctx: &Ctx, command: ProvidersCommand) -> Result<()> {
                 .ok_or_else(|| {
                     ui::usage("a client secret is needed: --client-secret-stdin or INFRA_PROVIDER_CLIENT_SECRET")
                 })?;
-            let mut body = json!({
-                "name": args.name,
-                "kind": args.kind.as_str(),
-                "url": args.url,
-                "client_id": args.client_id,
-                "client_secret": secret,
-            });
-            if !args.scopes.is_empty() {
-                body["scopes"] = json!(args.scopes);
-            }
-            let p = client.add_provider(body).await?;
+            let body = api::ProviderBody {
+                name: Some(args.name),
+                kind: Some(args.kind.as_str().to_owned()),
+                url: args.url,
+                client_id: args.client_id,
+                client_secret: Some(secret),
+                scopes: args.scopes,
+                revision: None,
+            };
+            let p = client.add_provider(&body).await?;
             eprintln!("  Added identity provider {} ({})", p.name, p.url);
         }
         ProvidersCommand::Edit(args) => {
             let current = client.provider(&args.name).await?;
-            let mut body = json!({
-                "name": current.name,
-                "kind": args.kind.map_or(current.kind.clone(), |k| k.as_str().to_owned()),
-                "url": args.url.unwrap_or(current.url),
-                "client_id": args.client_id.unwrap_or(current.client_id),
-                "scopes": args.scopes.unwrap_or(current.scopes),
-                "revision": current.revision,
-            });
             // The server never shows the secret; it is sent only when it changes.
-            if let Some(secret) = client_secret(args.client_secret, args.client_secret_stdin)? {
-                body["client_secret"] = json!(secret);
-            }
-            let p = client.edit_provider(&args.name, body).await?;
+            let body = api::ProviderBody {
+                name: Some(current.name),
+                kind: Some(
+                    args.kind
+                        .map_or(current.kind.as_str(), |k| k.as_str())
+                        .to_owned(),
+                ),
+                url: args.url.unwrap_or(current.url),
+                client_id: args.client_id.unwrap_or(current.client_id),
+                client_secret: client_secret(args.client_secret, args.client_secret_stdin)?,
+                scopes: args.scopes.unwrap_or(current.scopes),
+                revision: Some(current.revision),
+            };
+            let p = client.edit_provider(&args.name, &body).await?;
             eprintln!("  Changed identity provider {}", p.name);
         }
         ProvidersCommand::List(args) => {

@@ -36,8 +36,8 @@ pub fn users_table(users: &[api::User]) -> String {
             } else {
                 u.groups.join(", ")
             },
-            u.source.clone(),
-            output::time(u.created_at),
+            u.source.to_string(),
+            output::time(Some(u.created_at)),
         ]);
     }
     t.render()

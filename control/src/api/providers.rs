@@ -24,8 +24,13 @@ async fn project(plane: &ControlPlane, stored: &StoredProvider) -> ApiResult<inf
     })
 }
 
-/// The provider `body` describes, named `name`.
-fn provider(body: ProviderBody, name: String) -> ApiResult<Provider> {
+/// The provider `body` describes, named `name`, with `body`'s client secret or else `current`.
+fn provider(body: ProviderBody, name: String, current: Option<Secret>) -> ApiResult<Provider> {
+    let client_secret = match (body.client_secret, current) {
+        (Some(secret), _) => Secret::new(secret),
+        (None, Some(current)) => current,
+        (None, None) => return Err(ApiError::bad_request("client_secret is required")),
+    };
     let kind: ProviderKind = body
         .kind
         .as_deref()
@@ -36,7 +41,7 @@ fn provider(body: ProviderBody, name: String) -> ApiResult<Provider> {
         name,
         url: body.url,
         client_id: body.client_id,
-        client_secret: Secret::new(body.client_secret),
+        client_secret,
         kind,
         scopes: body.scopes,
     })
@@ -64,7 +69,7 @@ pub(super) async fn create(
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
     infra_authz::policy::validate_dns_label(&name)
         .map_err(|why| ApiError::bad_request(format!("provider name {why}")))?;
-    let provider = provider(body, name)?;
+    let provider = provider(body, name, None)?;
     let stored = plane.create_provider(&caller.user.name, &provider).await?;
     Ok(created(project(&plane, &stored).await?))
 }
@@ -82,7 +87,18 @@ pub(super) async fn update(
     let revision = body
         .revision
         .ok_or_else(|| ApiError::bad_request("revision is required"))?;
-    let provider = provider(body, name)?;
+    let current = match body.client_secret {
+        Some(_) => None,
+        None => Some(
+            plane
+                .store()
+                .get_provider(&name)
+                .await?
+                .provider
+                .client_secret,
+        ),
+    };
+    let provider = provider(body, name, current)?;
     let stored = plane
         .update_provider(&caller.user.name, &provider, revision)
         .await?;
