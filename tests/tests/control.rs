@@ -1,8 +1,6 @@
 //! The control API end to end: infra-proxy with its embedded control plane (real TLS, real
 //! SQLite), the stand-in apiserver, and the real kubectl with tokens the control plane issued.
 
-use std::time::Duration;
-
 use infra_tests::control::{ADMIN_PASSWORD, ControlHarness, Options};
 use infra_tests::proxy::{DESTINATION, http_get, wait_for};
 use serde_json::json;
@@ -397,7 +395,12 @@ async fn the_policy_file_owns_what_it_declares(db: Db) {
     let before = in_force().await;
     assert_eq!(before.len(), 1, "{before:?}");
     h.write_policy("grants:\n  - user: carl@example.com\n    role: [\n");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the proxy has read the broken file, it warns that the previous policy stays in force.
+    wait_for(|| async {
+        let ready = http_get(&format!("http://{}/readyz?verbose", h.proxy.admin_address)).await;
+        ready.contains("[!] policy").then_some(())
+    })
+    .await;
     assert_eq!(in_force().await, before);
     h.write_policy(
         "users:\n  - name: dave@example.com\n    password: short\ngrants:\n  - user: dave@example.com\n    role: view\n    resource: testing\n",

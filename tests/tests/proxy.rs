@@ -55,13 +55,13 @@ async fn kubectl_get_works_and_the_apiserver_sees_only_our_identity_headers() {
     assert_eq!(list.header_values("audit-id").len(), 1);
     let audit_id = list.header("audit-id").expect("audit id");
 
-    // The audit log has the same id, the identity and the decision.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let event = h
-        .audit_lines()
-        .into_iter()
-        .find(|e| e["audit_id"] == audit_id.as_str())
-        .expect("an audit line for the request");
+    // The audit log has the same id, the identity and the decision (once the line is written).
+    let event = wait_for(|| async {
+        h.audit_lines()
+            .into_iter()
+            .find(|e| e["audit_id"] == audit_id.as_str())
+    })
+    .await;
     assert_eq!(event["user"], "suzie@example.com");
     assert_eq!(event["verb"], "list");
     assert_eq!(event["resource"], "pods");

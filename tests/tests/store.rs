@@ -1,7 +1,9 @@
-//! The store, against real databases: one suite run on an SQLite file and on a PostgreSQL 15
-//! server that the test starts itself (in a temporary folder, on a Unix socket, as `nobody`
-//! when the test runs as root, since PostgreSQL refuses to run as root). If PostgreSQL cannot
-//! be started, the test fails and says why; it never skips.
+//! The store, against real databases: each scenario is a test of its own on an SQLite file
+//! (`sqlite_<scenario>`) and on a PostgreSQL 15 server that the test starts itself
+//! (`postgres_<scenario>`: in a temporary folder, on a Unix socket, as `nobody` when the test
+//! runs as root, since PostgreSQL refuses to run as root), each on a fresh store of its own, so
+//! one failure hides no other. If PostgreSQL cannot be started, the test fails and says why; it
+//! never skips.
 //!
 //! Also here: first start, refusals (missing, corrupt, foreign database; missing or wrong root
 //! key), file modes, and the Argon2id cost on this machine.
@@ -132,28 +134,196 @@ fn grant(subject: Subject, role: &str, resource: &str) -> Grant {
     }
 }
 
-/// The storage suite: everything a store does, the same on both databases.
-async fn suite(config: &StoreConfig, raw: &Raw) {
-    let clock = ManualClock::at_unix(T0);
-    let store = Store::open(config).await.expect("open the store");
-    assert!(store.created(), "a first start creates the store");
-
-    users_and_groups(&store, &clock).await;
-    grants(&store, &clock, raw).await;
-    parallel_grant_calls(&store, &clock, raw).await;
-    access_keys(&store, &clock, raw).await;
-    providers_and_sessions(&store, &clock, raw).await;
-    destinations_and_signing_keys(&store, &clock, raw).await;
-    audit_trail(&store, &clock).await;
-    oidc_logins_in_flight(&store, &clock, raw).await;
-    passwords_and_lockout(&store, config, &clock, raw).await;
-    store.close().await;
-
-    let again = Store::open(config).await.expect("reopen");
-    assert!(!again.created(), "a second start finds the store");
-    assert!(again.get_user("alice@example.com").await.is_ok());
-    again.close().await;
+/// What a scenario's fresh store holds when the scenario begins.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// Nothing: the scenario makes its own users.
+    Empty,
+    /// What [`users_and_groups`] leaves, which the scenarios after it build on (they used to run
+    /// after it on one store): the users alice and bob, both in the group Engineering.
+    People,
 }
+
+/// Puts [`Start::People`] in a new store.
+async fn people(store: &Store, clock: &ManualClock) {
+    let now = clock.now();
+    store
+        .create_group("admin", "Engineering", now)
+        .await
+        .expect("group");
+    for name in ["alice@example.com", "bob@example.com"] {
+        store.create_user("admin", name, now).await.expect("user");
+        store
+            .add_member("admin", "Engineering", name, now)
+            .await
+            .expect("member");
+    }
+}
+
+/// A database of one test's own: an SQLite file in a temporary folder, or a database made for
+/// the test on a PostgreSQL server of its own (nextest runs every test in a process of its own,
+/// so a server could not be shared between tests anyway).
+struct TestDb {
+    config: StoreConfig,
+    raw: Raw,
+    /// The SQLite file and the root key (for PostgreSQL, the root key only).
+    dir: tempfile::TempDir,
+    /// Stopped when dropped.
+    server: Option<pg::Server>,
+}
+
+impl TestDb {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            config: sqlite_config(dir.path()),
+            raw: Raw::Sqlite(dir.path().join("infra.db")),
+            dir,
+            server: None,
+        }
+    }
+
+    async fn postgres() -> Self {
+        let server = pg::Server::start();
+        server.create_database("store").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            config: StoreConfig {
+                passwords: fast_passwords(),
+                ..StoreConfig::postgres(
+                    Secret::new(server.url("store")),
+                    RootKeySource::File(dir.path().join("root.key")),
+                )
+            },
+            raw: Raw::Postgres(server.url("store")),
+            dir,
+            server: Some(server),
+        }
+    }
+
+    /// Starts the store for the first time, which creates it, and puts `start` in it.
+    async fn open(&self, start: Start, clock: &ManualClock) -> Store {
+        let store = Store::open(&self.config).await.expect("open the store");
+        assert!(store.created(), "a first start creates the store");
+        match start {
+            Start::Empty => {}
+            Start::People => people(&store, clock).await,
+        }
+        store
+    }
+
+    /// After the scenario: a second start finds the store, and its files are private.
+    async fn finish(&self, store: Store) {
+        store.close().await;
+        let again = Store::open(&self.config).await.expect("reopen");
+        assert!(!again.created(), "a second start finds the store");
+        assert!(again.get_user("alice@example.com").await.is_ok());
+        again.close().await;
+        if self.server.is_none() {
+            assert_eq!(file_mode(&self.dir.path().join("infra.db")), 0o600);
+        }
+        assert_eq!(file_mode(&self.dir.path().join("root.key")), 0o600);
+    }
+}
+
+/// A scenario as two tests, `$sqlite` and `$postgres`, each on a fresh store of its own that
+/// begins as `$start` says; the scenario gets the store, its configuration, the clock (at
+/// [`T0`]) and raw access to the database.
+macro_rules! on_both_databases {
+    (
+        $sqlite:ident, $postgres:ident, $start:expr,
+        |$store:ident, $config:ident, $clock:ident, $raw:ident| $scenario:expr
+    ) => {
+        on_both_databases!(
+            @test $sqlite, TestDb::sqlite(), $start,
+            |$store, $config, $clock, $raw| $scenario
+        );
+        on_both_databases!(
+            @test $postgres, TestDb::postgres().await, $start,
+            |$store, $config, $clock, $raw| $scenario
+        );
+    };
+    (
+        @test $name:ident, $db:expr, $start:expr,
+        |$store:ident, $config:ident, $clock:ident, $raw:ident| $scenario:expr
+    ) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let db = $db;
+            let clock = ManualClock::at_unix(T0);
+            let store = db.open($start, &clock).await;
+            {
+                let ($store, $config, $clock, $raw) = (&store, &db.config, &clock, &db.raw);
+                $scenario.await;
+            }
+            db.finish(store).await;
+        }
+    };
+}
+
+on_both_databases!(
+    sqlite_users_and_groups,
+    postgres_users_and_groups,
+    Start::Empty,
+    |store, _config, clock, _raw| users_and_groups(store, clock)
+);
+on_both_databases!(
+    sqlite_grants,
+    postgres_grants,
+    Start::People,
+    |store, _config, clock, raw| grants(store, clock, raw)
+);
+on_both_databases!(
+    sqlite_parallel_grant_calls,
+    postgres_parallel_grant_calls,
+    Start::People,
+    |store, _config, clock, raw| parallel_grant_calls(store, clock, raw)
+);
+on_both_databases!(
+    sqlite_access_keys,
+    postgres_access_keys,
+    Start::People,
+    |store, _config, clock, raw| access_keys(store, clock, raw)
+);
+on_both_databases!(
+    sqlite_providers_and_sessions,
+    postgres_providers_and_sessions,
+    Start::People,
+    |store, _config, clock, raw| providers_and_sessions(store, clock, raw)
+);
+on_both_databases!(
+    sqlite_destinations_and_signing_keys,
+    postgres_destinations_and_signing_keys,
+    Start::People,
+    |store, _config, clock, raw| destinations_and_signing_keys(store, clock, raw)
+);
+on_both_databases!(
+    sqlite_oidc_logins_in_flight,
+    postgres_oidc_logins_in_flight,
+    Start::People,
+    |store, _config, clock, raw| oidc_logins_in_flight(store, clock, raw)
+);
+// The audit trail is checked for what the scenarios before it write, so it runs them first.
+on_both_databases!(
+    sqlite_audit_trail,
+    postgres_audit_trail,
+    Start::Empty,
+    |store, _config, clock, raw| async {
+        users_and_groups(store, clock).await;
+        grants(store, clock, raw).await;
+        parallel_grant_calls(store, clock, raw).await;
+        access_keys(store, clock, raw).await;
+        providers_and_sessions(store, clock, raw).await;
+        destinations_and_signing_keys(store, clock, raw).await;
+        audit_trail(store, clock).await;
+    }
+);
+on_both_databases!(
+    sqlite_passwords_and_lockout,
+    postgres_passwords_and_lockout,
+    Start::People,
+    |store, config, clock, raw| passwords_and_lockout(store, config, clock, raw)
+);
 
 async fn users_and_groups(store: &Store, clock: &ManualClock) {
     let now = clock.now();
@@ -1220,15 +1390,6 @@ fn sqlite_config(dir: &Path) -> StoreConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = sqlite_config(dir.path());
-    suite(&config, &Raw::Sqlite(dir.path().join("infra.db"))).await;
-    assert_eq!(file_mode(&dir.path().join("infra.db")), 0o600);
-    assert_eq!(file_mode(&dir.path().join("root.key")), 0o600);
-}
-
 #[tokio::test]
 async fn sqlite_first_start_makes_private_files_and_later_starts_find_them() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1502,8 +1663,10 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
     store.close().await;
 }
 
+/// PostgreSQL: a first start, a restart, an empty database, replicas starting together, and the
+/// refusals (missing or wrong root key, foreign database, no database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store() {
+async fn postgres_first_start_replicas_and_refusals() {
     let server = pg::Server::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let key = RootKeySource::File(dir.path().join("root.key"));
@@ -1512,10 +1675,12 @@ async fn postgres_store() {
         ..StoreConfig::postgres(Secret::new(server.url(db)), key)
     };
 
-    server.create_database("suite").await;
-    let suite_config = config("suite", key.clone());
-    suite(&suite_config, &Raw::Postgres(server.url("suite"))).await;
-    let store = Store::open(&suite_config).await.expect("reopen");
+    server.create_database("store").await;
+    let store_config = config("store", key.clone());
+    let first = Store::open(&store_config).await.expect("first start");
+    assert!(first.created(), "a first start creates the store");
+    first.close().await;
+    let store = Store::open(&store_config).await.expect("reopen");
     assert_eq!(store.database_kind(), "postgres");
     assert!(!store.created());
     store.close().await;
@@ -1554,7 +1719,7 @@ async fn postgres_store() {
     // A missing root key, a wrong one, a foreign database, a database that does not exist.
     let elsewhere = tempfile::tempdir().expect("temp dir");
     let err = Store::open(&config(
-        "suite",
+        "store",
         RootKeySource::File(elsewhere.path().join("k")),
     ))
     .await
@@ -1568,7 +1733,7 @@ async fn postgres_store() {
         .expect("other store")
         .close()
         .await;
-    let err = Store::open(&config("suite", other_key))
+    let err = Store::open(&config("store", other_key))
         .await
         .expect_err("wrong key");
     assert!(matches!(err, OpenError::WrongRootKey { .. }), "{err:?}");
@@ -1584,7 +1749,7 @@ async fn postgres_store() {
         .await
         .expect_err("no database");
     assert!(matches!(err, OpenError::Connect { .. }), "{err:?}");
-    assert!(!format!("{:?}", config("suite", key).database).contains("postgres://"));
+    assert!(!format!("{:?}", config("store", key).database).contains("postgres://"));
     assert!(matches!(
         Database::Postgres(Secret::new("x")),
         Database::Postgres(_)
