@@ -28,6 +28,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use sha2::{Digest as _, Sha256};
 
 use super::plane::ControlConfig;
+pub use super::store::PendingLogin;
 
 /// How long a login may take at the provider.
 pub const LOGIN_LIFETIME: Duration = Duration::from_mins(10);
@@ -49,21 +50,6 @@ pub enum OidcError {
     /// The provider could not be reached or answered nonsense.
     #[error("the identity provider is unavailable: {0}")]
     Unavailable(String),
-}
-
-/// A login in flight: what its end is checked against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingLogin {
-    /// The provider's name in Infra.
-    pub provider: String,
-    /// The nonce the ID token must carry.
-    pub nonce: String,
-    /// Where the provider sends the browser back (the code exchange repeats it).
-    pub redirect_uri: String,
-    /// The S256 PKCE challenge the verifier must match.
-    pub code_challenge: String,
-    /// When the login stops being accepted.
-    pub expires_at: SystemTime,
 }
 
 /// How a login's state is stored and looked up: its SHA-256, hex. A reader of the store cannot
