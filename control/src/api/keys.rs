@@ -15,11 +15,7 @@ fn project(key: &AccessKey) -> infra_api::AccessKey {
         id: key.id.clone(),
         user: key.user.clone(),
         name: key.name.clone(),
-        kind: if key.kind.as_str() == "session" {
-            infra_api::KeyKind::Session
-        } else {
-            infra_api::KeyKind::Api
-        },
+        kind: key.kind,
         created_at: time(key.created_at),
         expires_at: opt_time(key.expires_at),
         inactivity_timeout_seconds: key.inactivity_timeout.map(|t| t.as_secs()),
