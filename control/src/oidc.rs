@@ -27,7 +27,6 @@ use openidconnect::{
 use ring::rand::{SecureRandom as _, SystemRandom};
 use sha2::{Digest as _, Sha256};
 
-use super::plane::ControlConfig;
 pub use super::store::PendingLogin;
 
 /// How long a login may take at the provider.
@@ -91,13 +90,16 @@ pub struct OidcLogins {
 impl OidcLogins {
     /// Ready for logins; providers' certificates are checked against the system roots and the
     /// configured extra CA.
-    pub fn new(config: &ControlConfig) -> Result<Self> {
+    pub fn new(
+        redirect_uris: &[String],
+        provider_ca_file: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let mut http = reqwest::Client::builder()
             // Redirects from a provider's token endpoint are an attack, never a feature.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(5));
-        if let Some(path) = &config.provider_ca_file {
+        if let Some(path) = provider_ca_file {
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading the provider CA file {}", path.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
@@ -110,7 +112,7 @@ impl OidcLogins {
             http: http
                 .build()
                 .context("building the HTTP client for providers")?,
-            redirect_uris: config.redirect_uris.clone(),
+            redirect_uris: redirect_uris.to_vec(),
             rng: SystemRandom::new(),
         })
     }
@@ -470,9 +472,8 @@ mod tests {
     use super::*;
 
     fn logins() -> OidcLogins {
-        let mut config = ControlConfig::new("https://infra.example.com");
-        config.redirect_uris = vec!["https://infra.example.com/login/callback".into()];
-        OidcLogins::new(&config).expect("logins")
+        let redirect_uris = vec!["https://infra.example.com/login/callback".to_owned()];
+        OidcLogins::new(&redirect_uris, None).expect("logins")
     }
 
     #[test]

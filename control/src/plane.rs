@@ -116,7 +116,7 @@ impl ControlPlane {
         let now = clock.now();
         let keys = load_keys(&store, &config, now, true).await?;
         let (changes, _) = watch::channel(0);
-        let oidc = OidcLogins::new(&config)?;
+        let oidc = OidcLogins::new(&config.redirect_uris, config.provider_ca_file.as_deref())?;
         let plane = Arc::new(Self {
             store,
             shared: tokio::sync::Mutex::new(None),
