@@ -5,7 +5,7 @@
 //! `0x01 || nonce (12 bytes) || ciphertext || tag (16 bytes)`, and its associated data names the
 //! row and column it belongs to, so a sealed value copied into another row does not open.
 //!
-//! AES-GCM comes from `ring`, the one crypto provider of the workspace (DEPENDENCIES.md), rather
+//! AES-GCM comes from `ring`, the one crypto provider of the workspace (`docs/dependencies.md`), rather
 //! than from the `aes-gcm` crate: same algorithm, no second implementation in the build.
 //!
 //! The root key is 32 random bytes, written as base64 in a file (created with mode 0600 on first

@@ -67,7 +67,7 @@ fn init_tracing(format: &str) {
 }
 
 fn run(args: ServeArgs) -> Result<()> {
-    // One crypto provider for the whole process (see DEPENDENCIES.md).
+    // One crypto provider for the whole process (see docs/dependencies.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
