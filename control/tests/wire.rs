@@ -56,7 +56,6 @@ fn merged(doc: &Value, schema: &Value) -> Value {
                 // A later part refines an earlier one's property (a list's `items`): keep both.
                 let entry = properties.entry(name.clone()).or_insert(Value::Null);
                 *entry = match (entry.take(), property) {
-                    (Value::Null, p) => p.clone(),
                     (Value::Object(mut old), Value::Object(new)) => {
                         old.extend(new.clone());
                         Value::Object(old)
