@@ -9,6 +9,10 @@ use infra_proxy::app::{self, Running};
 use infra_proxy::config::{ControlArgs, IssuerArgs, ServeArgs};
 use serde_json::Value;
 
+pub mod client;
+
+pub use client::{Answer, Client, Refused, group_grant, user_grant};
+
 use crate::apiserver::StandIn;
 use crate::certs::{self, Ca};
 use crate::kubectl::{Credentials, Kubectl};
@@ -226,18 +230,17 @@ impl ControlHarness {
         (status, value)
     }
 
+    /// The typed control API client of the holder of `key` (none: anonymous).
+    pub fn api(&self, key: Option<&str>) -> Client {
+        Client::new(self.http.clone(), self.control_url(), key)
+    }
+
     /// Logs in with a password; answers the session key.
     pub async fn login(&self, name: &str, password: &str) -> String {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/api/login",
-                None,
-                Some(serde_json::json!({"password": {"name": name, "password": password}})),
-            )
-            .await;
-        assert_eq!(status, 200, "login of {name}: {body}");
-        body["access_key"].as_str().expect("access_key").to_owned()
+        match self.api(None).login(name, password).await {
+            Ok(answer) => answer.access_key,
+            Err(refused) => panic!("login of {name}: {refused:?}"),
+        }
     }
 
     /// The bootstrap admin's session key.
@@ -247,16 +250,10 @@ impl ControlHarness {
 
     /// A token for this destination, traded for `key`.
     pub async fn token(&self, key: &str) -> String {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/api/tokens",
-                Some(key),
-                Some(serde_json::json!({"destination": DESTINATION})),
-            )
-            .await;
-        assert_eq!(status, 200, "token: {body}");
-        body["token"].as_str().expect("token").to_owned()
+        match self.api(Some(key)).token(DESTINATION).await {
+            Ok(answer) => answer.token,
+            Err(refused) => panic!("token: {refused:?}"),
+        }
     }
 
     /// A kubectl whose kubeconfig holds a token traded for `key`.

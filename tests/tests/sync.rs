@@ -14,37 +14,23 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 const PASSWORD: &str = "a-long-enough-passphrase";
 
 async fn user(h: &ControlHarness, admin: &str, name: &str) -> String {
-    let (status, body) = h
-        .call(
-            "POST",
-            "/api/users",
-            Some(admin),
-            Some(json!({"name": name, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let made = h.api(Some(admin)).create_user(name, Some(PASSWORD)).await;
+    assert_eq!(made.map(|u| u.name), Ok(name.to_owned()));
     h.login(name, PASSWORD).await
 }
 
 /// suzie@example.com, a member of Engineering, logged in; answers her session key.
 async fn engineer(h: &ControlHarness, admin: &str) -> String {
     let suzie = user(h, admin, "suzie@example.com").await;
-    ok(
-        h,
-        "POST",
-        "/api/groups",
-        admin,
-        Some(json!({"name": "Engineering"})),
-    )
-    .await;
-    ok(
-        h,
-        "PUT",
-        "/api/groups/Engineering/members/suzie@example.com",
-        admin,
-        None,
-    )
-    .await;
+    let api = h.api(Some(admin));
+    assert_eq!(
+        api.create_group("Engineering").await.map(|g| g.name),
+        Ok("Engineering".to_owned())
+    );
+    assert_eq!(
+        api.add_member("Engineering", "suzie@example.com").await,
+        Ok(())
+    );
     suzie
 }
 
@@ -64,24 +50,17 @@ async fn ok(
 
 /// A new access key named `name` of the holder of `key` (for a proxy in another cluster).
 async fn access_key(h: &ControlHarness, key: &str, name: &str) -> String {
-    let (status, body) = h
-        .call("POST", "/api/keys", Some(key), Some(json!({"name": name})))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["key"].as_str().expect("key").to_owned()
+    match h.api(Some(key)).create_key(name, None).await {
+        Ok(made) => made.key.expect("a new key shows its secret"),
+        Err(refused) => panic!("a new access key: {refused:?}"),
+    }
 }
 
 async fn token_for(h: &ControlHarness, key: &str, destination: &str) -> String {
-    let (status, body) = h
-        .call(
-            "POST",
-            "/api/tokens",
-            Some(key),
-            Some(json!({"destination": destination})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["token"].as_str().expect("token").to_owned()
+    match h.api(Some(key)).token(destination).await {
+        Ok(answer) => answer.token,
+        Err(refused) => panic!("a token for {destination}: {refused:?}"),
+    }
 }
 
 /// Polls until `GET PODS` at `base` answers `want`; answers how long it took.
