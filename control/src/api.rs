@@ -16,6 +16,7 @@ use axum::routing::{get, post, put};
 use crate::plane::ControlPlane;
 
 mod caller;
+mod client;
 mod destinations;
 pub mod error;
 mod extract;
@@ -28,7 +29,11 @@ mod session;
 mod sync;
 mod users;
 
+pub use client::{ClientAddr, PeerAddr, Throttle};
 pub use error::ApiError;
+
+/// The largest request body the API reads; no request of the API needs more.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.yaml");
@@ -54,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/users/{name}"),
     ("delete", "/api/users/{name}"),
     ("put", "/api/users/{name}/password"),
+    ("delete", "/api/users/{name}/lockout"),
     ("get", "/api/groups"),
     ("post", "/api/groups"),
     ("get", "/api/groups/{name}"),
@@ -81,8 +87,28 @@ pub const CONNECTED_WITHIN: Duration = Duration::from_mins(2);
 type Plane = State<Arc<ControlPlane>>;
 type ApiResult<T = axum::response::Response> = Result<T, ApiError>;
 
-/// The API's routes.
+/// The API's routes. Whoever serves them puts each connection's [`PeerAddr`] in the requests'
+/// extensions, so that limits and lockouts count per client address.
 pub fn router(plane: Arc<ControlPlane>) -> Router {
+    let config = plane.config();
+    let throttle = Arc::new(Throttle::new(
+        config.anonymous_per_minute,
+        config.anonymous_burst,
+    ));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&throttle);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_mins(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(throttle) = weak.upgrade() else {
+                    break;
+                };
+                throttle.forget_idle();
+            }
+        });
+    }
     Router::new()
         .route("/api/version", get(public::version))
         .route("/api/openapi.yaml", get(public::openapi))
@@ -106,6 +132,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{name}", get(users::get).delete(users::delete))
         .route("/api/users/{name}/password", put(users::set_password))
+        .route(
+            "/api/users/{name}/lockout",
+            axum::routing::delete(users::unlock),
+        )
         .route("/api/groups", get(groups::list).post(groups::create))
         .route(
             "/api/groups/{name}",
@@ -131,5 +161,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/sync/{destination}", get(sync::stream))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::Extension(throttle))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(plane)
 }

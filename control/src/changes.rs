@@ -109,6 +109,21 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Lifts every login lockout of `name` (every address starts over), audited.
+    pub async fn unlock_user(&self, actor: &str, name: &str) -> Changed {
+        self.store().clear_login_failures(name).await?;
+        self.store()
+            .append_audit(
+                actor,
+                "user.unlock",
+                &format!("user {name:?}"),
+                "",
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Makes a group.
     pub async fn create_group(&self, actor: &str, name: &str) -> Changed {
         self.store().create_group(actor, name, self.now()).await?;

@@ -3,13 +3,18 @@
 //! is old. The HTTP layer only reads requests and writes answers around these.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use infra_api::LoginRequest;
 use infra_authz::policy::Secret;
 
+use crate::api::ClientAddr;
 use crate::oidc::{self, OidcError};
 use crate::plane::{ControlPlane, owned};
-use crate::store::{KeyError, KeyKind, LoginError, StoreError, User};
+use crate::store::{KeyError, LoginError, StoreError, User};
+
+/// The longest user name a login is looked up with, in bytes (no name Infra keeps is longer).
+const MAX_NAME_BYTES: usize = 256;
 
 /// Why a login (or a session's re-verification) failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +22,15 @@ pub enum LoginFailure {
     /// The name, password or key is wrong (one answer for all).
     #[error("{0}")]
     InvalidCredentials(String),
-    /// Too many failed logins for this name.
+    /// Too many failed logins for this name from where the client is.
     #[error("too many failed logins for this user")]
-    Locked,
+    Locked {
+        /// When the lock lifts.
+        retry_after: Duration,
+    },
+    /// A name or password longer than any Infra keeps: refused before any work.
+    #[error("{0}")]
+    TooLong(String),
     /// The identity provider no longer vouches for the user.
     #[error("{0}")]
     Refused(String),
@@ -44,36 +55,95 @@ pub struct OidcRedirect {
 }
 
 impl ControlPlane {
-    /// The user `request` proves to be.
-    pub async fn log_in(&self, request: LoginRequest) -> Result<User, LoginFailure> {
+    /// The user `request`, sent by `client`, proves to be.
+    pub async fn log_in(
+        &self,
+        request: LoginRequest,
+        client: &ClientAddr,
+    ) -> Result<User, LoginFailure> {
         let now = self.now();
         let store = self.store();
         match request {
             LoginRequest::Password { name, password } => {
+                // Bounded before anything is counted, hashed or stored.
+                if name.len() > MAX_NAME_BYTES {
+                    return Err(LoginFailure::TooLong(format!(
+                        "a user name is at most {MAX_NAME_BYTES} bytes"
+                    )));
+                }
+                if password.len() > crate::passwords::MAX_PASSWORD_BYTES {
+                    return Err(LoginFailure::TooLong(format!(
+                        "a password is at most {} bytes",
+                        crate::passwords::MAX_PASSWORD_BYTES
+                    )));
+                }
                 match store
-                    .login_with_password(&name, &Secret::new(password), now)
+                    .login_with_password(&name, &Secret::new(password), &client.key, now)
                     .await
                 {
                     Ok(user) => Ok(user),
                     Err(LoginError::InvalidCredentials) => Err(LoginFailure::InvalidCredentials(
                         LoginError::InvalidCredentials.to_string(),
                     )),
-                    Err(LoginError::Locked { .. }) => Err(LoginFailure::Locked),
+                    Err(LoginError::Locked { until }) => Err(LoginFailure::Locked {
+                        retry_after: until.duration_since(now).unwrap_or_default(),
+                    }),
                     Err(LoginError::Store(e)) => Err(e.into()),
                 }
             }
             LoginRequest::AccessKey(key) => {
                 match store.authenticate_access_key(&Secret::new(key), now).await {
-                    Ok((_, user)) => Ok(user),
+                    Ok((key, user)) => {
+                        store
+                            .append_audit(
+                                &user.name,
+                                "user.login",
+                                &format!("user {:?}", user.name),
+                                &format!("access key {} from {:?}", key.id, client.key),
+                                now,
+                            )
+                            .await?;
+                        Ok(user)
+                    }
                     Err(KeyError::Store(e)) => Err(e.into()),
-                    Err(other) => Err(LoginFailure::InvalidCredentials(other.to_string())),
+                    Err(other) => {
+                        store
+                            .append_audit(
+                                "anonymous",
+                                "user.login.failed",
+                                "access key",
+                                &format!("{other} from {:?}", client.key),
+                                now,
+                            )
+                            .await?;
+                        Err(LoginFailure::InvalidCredentials(other.to_string()))
+                    }
                 }
             }
             LoginRequest::Oidc {
                 state,
                 code,
                 code_verifier,
-            } => self.finish_oidc_login(&state, &code, &code_verifier).await,
+            } => {
+                let user = self.finish_oidc_login(&state, &code, &code_verifier).await;
+                let (action, target, detail) = match &user {
+                    Ok(user) => (
+                        "user.login",
+                        format!("user {:?}", user.name),
+                        format!("oidc from {:?}", client.key),
+                    ),
+                    Err(error) => (
+                        "user.login.failed",
+                        "oidc".to_owned(),
+                        format!("{error} from {:?}", client.key),
+                    ),
+                };
+                let actor = user.as_ref().map_or("anonymous", |u| u.name.as_str());
+                store
+                    .append_audit(actor, action, &target, &detail, now)
+                    .await?;
+                user
+            }
         }
     }
 
@@ -84,6 +154,7 @@ impl ControlPlane {
         provider: &str,
         redirect_uri: &str,
         code_challenge: &str,
+        client: &ClientAddr,
     ) -> Result<OidcRedirect, LoginFailure> {
         let provider = self.store().get_provider(provider).await?.provider;
         let now = self.now();
@@ -93,7 +164,14 @@ impl ControlPlane {
             .await?;
         if !self
             .store()
-            .put_oidc_login(&oidc::state_key(&state), &pending, now, oidc::MAX_PENDING)
+            .put_oidc_login(
+                &oidc::state_key(&state),
+                &pending,
+                &client.key,
+                now,
+                oidc::MAX_PENDING,
+                oidc::MAX_PENDING_PER_CLIENT,
+            )
             .await?
         {
             return Err(OidcError::Unavailable(
@@ -221,17 +299,15 @@ impl ControlPlane {
                             now,
                         )
                         .await?;
+                    // Every credential the identity holds ends with it: its sessions, and the
+                    // access keys it made for itself (a key would otherwise outlive the refusal
+                    // and trade for tokens); their tokens and open streams end on every proxy
+                    // with the sessions.
                     for key in store.list_access_keys(&user.name).await? {
-                        if key.kind == KeyKind::Session {
-                            store
-                                .delete_access_key(
-                                    &format!("provider:{}", provider.name),
-                                    &key.id,
-                                    now,
-                                )
-                                .await?;
-                            self.session_ended(&key.id, &user.name);
-                        }
+                        store
+                            .delete_access_key(&format!("provider:{}", provider.name), &key.id, now)
+                            .await?;
+                        self.session_ended(&key.id, &user.name);
                     }
                     self.changed();
                     return Err(LoginFailure::Refused(format!(

@@ -33,6 +33,8 @@ pub use super::store::PendingLogin;
 pub const LOGIN_LIFETIME: Duration = Duration::from_mins(10);
 /// The most logins in flight at once; beyond it a new login is refused until some expire.
 pub const MAX_PENDING: i64 = 10_000;
+/// Logins in flight one client address may hold at once.
+pub const MAX_PENDING_PER_CLIENT: i64 = 20;
 
 /// Why an OIDC login or check failed. The message is safe to show to the user.
 #[derive(Debug, thiserror::Error)]

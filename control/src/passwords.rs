@@ -40,6 +40,9 @@ pub const P_COST: u32 = 1;
 pub const MIN_LEN: usize = 12;
 /// The longest password accepted, in characters.
 pub const MAX_LEN: usize = 256;
+/// The longest password a login is checked with, in bytes; a longer one is refused before it
+/// is hashed (hashing a megabyte costs a third of a second).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 const SALT_LEN: usize = 16;
 const OUTPUT_LEN: usize = 32;

@@ -61,6 +61,13 @@ pub struct ControlConfig {
     pub redirect_uris: Vec<String>,
     /// Extra CA certificates (PEM) to trust for identity providers, besides the system roots.
     pub provider_ca_file: Option<PathBuf>,
+    /// Proxies (load balancers, ingress) whose `X-Forwarded-For` names the client; the address
+    /// of any other peer is the client's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests a minute each client address may make of login, OIDC start and token exchange.
+    pub anonymous_per_minute: u32,
+    /// The burst of those allowed at once.
+    pub anonymous_burst: u32,
 }
 
 impl ControlConfig {
@@ -76,6 +83,9 @@ impl ControlConfig {
             policy_path: None,
             redirect_uris: Vec::new(),
             provider_ca_file: None,
+            trusted_proxies: Vec::new(),
+            anonymous_per_minute: 20,
+            anonymous_burst: 40,
         }
     }
 }

@@ -239,7 +239,7 @@ pub use destinations::{Destination, NewDestination};
 pub use grants::{Purged, StoredGrant};
 pub use groups::Group;
 pub use idp_sessions::IdpSession;
-pub use lockout::{LOCKOUT_DURATION, LOCKOUT_FAILURES, LoginError, LoginFailures};
+pub use lockout::{LOCKOUT_DURATION, LOCKOUT_FAILURES, LoginError, UNKNOWN_CLIENTS};
 pub use oidc_logins::PendingLogin;
 pub use open::{Database, OpenError, StoreConfig};
 pub use providers::StoredProvider;

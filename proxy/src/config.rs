@@ -207,6 +207,34 @@ pub struct ControlArgs {
         value_delimiter = ','
     )]
     pub oidc_redirect_uris: Vec<String>,
+
+    /// A proxy (load balancer, ingress) in front of the control API, as a CIDR (`10.0.0.0/8`) or
+    /// an address: only from these peers is `X-Forwarded-For` believed to name the client, whose
+    /// address rate limits and login lockouts count. Repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "INFRA_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Requests a minute each client address may make of the anonymous and costly routes of
+    /// the control API (log in, start an OIDC login, trade a session for a token); beyond,
+    /// 429 with `Retry-After`.
+    #[arg(long, env = "INFRA_CLIENT_RATE_PER_MINUTE", default_value_t = 20)]
+    pub client_rate_per_minute: u32,
+
+    /// How many of those requests a client address may make at once before the rate applies.
+    #[arg(long, env = "INFRA_CLIENT_BURST", default_value_t = 40)]
+    pub client_burst: u32,
+}
+
+/// A CIDR, or one address (as its /32 or /128).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a CIDR (10.0.0.0/8) nor an IP address"))
 }
 
 /// Which token issuers are trusted. At least one is required.

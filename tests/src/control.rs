@@ -35,6 +35,12 @@ pub struct Options {
     /// Share another harness's PostgreSQL store (its URL and root key file): a second control
     /// replica.
     pub replica_of: Option<(String, PathBuf)>,
+    /// Requests a minute per client address on login, OIDC start and tokens (default 20).
+    pub client_rate_per_minute: Option<u32>,
+    /// Their burst (default 40).
+    pub client_burst: Option<u32>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -116,6 +122,9 @@ impl ControlHarness {
                 provider_recheck_seconds: options.provider_recheck_seconds.unwrap_or(900),
                 provider_ca_file: options.provider_ca_file,
                 oidc_redirect_uris: Vec::new(),
+                trusted_proxies: options.trusted_proxies.clone(),
+                client_rate_per_minute: options.client_rate_per_minute.unwrap_or(20),
+                client_burst: options.client_burst.unwrap_or(40),
                 control_url: None,
                 access_key_file: None,
                 control_ca_file: None,
@@ -209,6 +218,19 @@ impl ControlHarness {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, value, _) = self.call_with(method, path, key, body, &[]).await;
+        (status, value)
+    }
+
+    /// [`Self::call`] with extra request `headers`; answers the response headers too.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self
             .http
@@ -216,18 +238,22 @@ impl ControlHarness {
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.expect("control API answers");
         let status = response.status().as_u16();
+        let answer_headers = response.headers().clone();
         let text = response.text().await.expect("body");
         let value = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        (status, value)
+        (status, value, answer_headers)
     }
 
     /// The typed control API client of the holder of `key` (none: anonymous).
@@ -332,6 +358,9 @@ impl RemoteProxy {
                 provider_recheck_seconds: 900,
                 provider_ca_file: None,
                 oidc_redirect_uris: Vec::new(),
+                trusted_proxies: Vec::new(),
+                client_rate_per_minute: 20,
+                client_burst: 40,
                 control_url: Some(control.control_url()),
                 access_key_file: Some(key_file),
                 control_ca_file: Some(control_ca),

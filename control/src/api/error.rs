@@ -18,6 +18,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// When to ask again (`Retry-After`), for refusals that pass.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -53,6 +56,14 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "file_owned", message)
     }
 
+    /// 429: ask again after `wait`.
+    pub(super) fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
+    }
+
     pub(super) fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "control API request failed");
         Self::new(
@@ -65,14 +76,23 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 code: self.code.to_owned(),
                 message: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: a client that waits that long is let in.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds.max(1)),
+            );
+        }
+        response
     }
 }
 
@@ -134,11 +154,18 @@ impl From<LoginFailure> for ApiError {
             LoginFailure::InvalidCredentials(message) | LoginFailure::Refused(message) => {
                 Self::unauthorized(message)
             }
-            LoginFailure::Locked => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "locked",
-                "too many failed logins for this user; try again in 30 minutes",
-            ),
+            LoginFailure::Locked { retry_after } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "locked",
+                    format!(
+                        "too many failed logins for this user from here; try again in {} minutes, or ask an admin to unlock it",
+                        retry_after.as_secs().div_ceil(60).max(1)
+                    ),
+                )
+            },
+            LoginFailure::TooLong(message) => Self::bad_request(message),
             LoginFailure::Store(error) => error.into(),
             LoginFailure::Oidc(error) => error.into(),
             LoginFailure::Internal(error) => error.into(),

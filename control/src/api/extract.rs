@@ -28,6 +28,16 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "the request body is larger than the {} KiB the API reads",
+                        super::MAX_BODY_BYTES / 1024
+                    ),
+                ))
+            }
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
     }

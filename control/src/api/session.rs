@@ -10,12 +10,17 @@ use infra_api::TokenRequest;
 use infra_api::{Access, LoginRequest, LoginResponse, Me, OidcStart, OidcStartRequest, Token};
 
 use super::caller::{self, Caller};
+use super::client::Throttled;
 use super::extract::{Body, Params, no_content, ok, opt_time, page, time};
 use super::{ApiError, ApiResult, Plane};
 use crate::store::Destination;
 
-pub(super) async fn login(State(plane): Plane, Body(request): Body<LoginRequest>) -> ApiResult {
-    let user = plane.log_in(request).await?;
+pub(super) async fn login(
+    Throttled(client): Throttled,
+    State(plane): Plane,
+    Body(request): Body<LoginRequest>,
+) -> ApiResult {
+    let user = plane.log_in(request, &client).await?;
     let (key, secret) = plane.new_session(&user.name).await?;
     plane.changed();
     Ok(ok(LoginResponse {
@@ -26,6 +31,7 @@ pub(super) async fn login(State(plane): Plane, Body(request): Body<LoginRequest>
 }
 
 pub(super) async fn start_oidc_login(
+    Throttled(client): Throttled,
     State(plane): Plane,
     Body(request): Body<OidcStartRequest>,
 ) -> ApiResult {
@@ -34,6 +40,7 @@ pub(super) async fn start_oidc_login(
             &request.provider,
             &request.redirect_uri,
             &request.code_challenge,
+            &client,
         )
         .await?;
     Ok(ok(OidcStart {
@@ -53,6 +60,7 @@ pub(super) async fn logout(State(plane): Plane, caller: Caller) -> ApiResult {
 }
 
 pub(super) async fn issue_token(
+    Throttled(client): Throttled,
     State(plane): Plane,
     caller: Caller,
     Body(request): Body<TokenRequest>,
@@ -64,6 +72,16 @@ pub(super) async fn issue_token(
         .issue_token(&caller.user, &request.destination, Some(&caller.key))
         .await?;
     let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(issued.claims.exp);
+    plane
+        .store()
+        .append_audit(
+            &caller.user.name,
+            "token.issue",
+            &format!("destination {:?}", request.destination),
+            &format!("session {} from {:?}", caller.key.id, client.key),
+            plane.now(),
+        )
+        .await?;
     Ok(ok(Token {
         token: issued.token.expose().to_owned(),
         expires_at: time(expires_at),

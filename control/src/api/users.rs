@@ -82,3 +82,13 @@ pub(super) async fn set_password(
         .await?;
     Ok(no_content())
 }
+
+pub(super) async fn unlock(
+    State(plane): Plane,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.require(Access::Admin)?;
+    plane.unlock_user(&caller.user.name, &name).await?;
+    Ok(no_content())
+}

@@ -1,4 +1,9 @@
-//! Password logins and their lockout: failed logins counted per name, shared by the replicas.
+//! Password logins and their lockout. Every guess is counted in the store before it is checked,
+//! atomically, so replicas share one count and concurrency cannot slip guesses past it. Counts
+//! are kept per account and bucket: each client address that has logged in to the account before
+//! has its own bucket, every other address shares the bucket `*`. Anonymous clients can then
+//! exhaust only the shared bucket, never the owner's usual addresses, and at most
+//! [`LOCKOUT_FAILURES`] guesses per [`LOCKOUT_DURATION`] are ever checked from new addresses.
 
 use std::time::{Duration, SystemTime};
 
@@ -32,14 +37,8 @@ pub enum LoginError {
     Store(#[from] StoreError),
 }
 
-/// Failed logins counted for a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginFailures {
-    /// Failures in the current window.
-    pub failures: i64,
-    /// When set, logins are refused until then.
-    pub locked_until: Option<SystemTime>,
-}
+/// The bucket of addresses an account has never logged in from.
+pub const UNKNOWN_CLIENTS: &str = "*";
 
 impl Store {
     async fn password_hash(&self, name: &str) -> Result<Option<(i64, String)>, StoreError> {
@@ -59,22 +58,29 @@ impl Store {
         })
     }
 
-    /// Logs in with a password.
+    /// Logs in with a password, from `client` (the client's address key, see
+    /// [`crate::api::ClientAddr`]; empty when unknown).
     ///
-    /// A locked name is refused without looking at the password. An unknown user, a user
-    /// without a password and a wrong password all give [`LoginError::InvalidCredentials`],
-    /// after the same Argon2id work (a dummy hash stands in), and all count as a failure for
-    /// the name. The [`LOCKOUT_FAILURES`]th failure within [`LOCKOUT_DURATION`] locks the name
-    /// for [`LOCKOUT_DURATION`]. Success clears the count, and rehashes the password when the
-    /// stored hash has other parameters.
+    /// The guess is counted first, in the bucket of `client` if the account has logged in from
+    /// there before, else in the shared bucket; past [`LOCKOUT_FAILURES`] guesses within
+    /// [`LOCKOUT_DURATION`] the bucket is locked until its window ends and the password is not
+    /// looked at. An unknown user, a user without a password and a wrong password all give
+    /// [`LoginError::InvalidCredentials`], after the same Argon2id work (a dummy hash stands in).
+    /// Success clears the bucket's count, makes `client` a known address of the account, and
+    /// rehashes the password when the stored hash has other parameters.
     pub async fn login_with_password(
         &self,
         name: &str,
         password: &Secret,
+        client: &str,
         now: SystemTime,
     ) -> Result<User, LoginError> {
-        if let Some(until) = self.locked_until(name, now).await? {
-            return Err(LoginError::Locked { until });
+        let bucket = self.bucket(name, client).await?;
+        let (attempts, window_start) = self.count_attempt(name, &bucket, now).await?;
+        if attempts > LOCKOUT_FAILURES {
+            return Err(LoginError::Locked {
+                until: window_start + LOCKOUT_DURATION,
+            });
         }
         let stored = self.password_hash(name).await?;
         let verdict = self
@@ -82,23 +88,36 @@ impl Store {
             .verify(password, stored.as_ref().map(|(_, h)| h.as_str()))
             .await;
         let (Verification::Match { needs_rehash }, Some((id, old_hash))) = (verdict, stored) else {
-            let failures = self.record_login_failure(name, now).await?;
-            if let Some(until) = failures.locked_until
-                && failures.failures == LOCKOUT_FAILURES
-            {
-                tracing::warn!(user = name, "too many failed logins; locked");
+            self.append_audit(
+                "anonymous",
+                "user.login.failed",
+                &format!("user {name:?}"),
+                &format!("password from {client:?}"),
+                now,
+            )
+            .await?;
+            if attempts == LOCKOUT_FAILURES {
+                tracing::warn!(
+                    user = name,
+                    client,
+                    bucket,
+                    "too many failed logins; locked"
+                );
                 self.append_audit(
                     "system",
                     "user.login.locked",
                     &format!("user {name:?}"),
-                    &format!("until {}", secs(until)),
+                    &format!(
+                        "addresses {bucket:?} until {}",
+                        secs(window_start + LOCKOUT_DURATION)
+                    ),
                     now,
                 )
                 .await?;
             }
             return Err(LoginError::InvalidCredentials);
         };
-        self.clear_login_failures(name).await?;
+        self.login_succeeded(name, &bucket, client, now).await?;
         if needs_rehash {
             let hash = self
                 .passwords
@@ -121,11 +140,97 @@ impl Store {
             name,
             "user.login",
             &format!("user {name:?}"),
-            "password",
+            &format!("password from {client:?}"),
             now,
         )
         .await?;
         Ok(self.get_user(name).await?)
+    }
+
+    /// The bucket `client`'s guesses at `name` count in.
+    async fn bucket(&self, name: &str, client: &str) -> Result<String, StoreError> {
+        if client.is_empty() || client == UNKNOWN_CLIENTS {
+            return Ok(UNKNOWN_CLIENTS.to_owned());
+        }
+        with_db!(self, |pool, _begin| {
+            let known = sqlx::query(
+                "SELECT 1 AS known FROM login_known_clients WHERE name = $1 AND client = $2",
+            )
+            .bind(name)
+            .bind(client)
+            .fetch_optional(pool)
+            .await
+            .op("look up a known client")?
+            .is_some();
+            Ok(if known {
+                client.to_owned()
+            } else {
+                UNKNOWN_CLIENTS.to_owned()
+            })
+        })
+    }
+
+    /// Counts one guess at `name` in `bucket`, in one atomic statement; answers the guesses in
+    /// the current window (this one included) and when the window began.
+    async fn count_attempt(
+        &self,
+        name: &str,
+        bucket: &str,
+        now: SystemTime,
+    ) -> Result<(i64, SystemTime), StoreError> {
+        let at = secs(now);
+        let window = duration_secs(LOCKOUT_DURATION);
+        with_db!(self, |pool, _begin| {
+            let row = sqlx::query(
+                "INSERT INTO login_attempts (name, bucket, attempts, window_start) \
+                 VALUES ($1, $2, 1, $3) \
+                 ON CONFLICT (name, bucket) DO UPDATE SET \
+                   attempts = CASE WHEN login_attempts.window_start <= $4 THEN 1 \
+                     ELSE login_attempts.attempts + 1 END, \
+                   window_start = CASE WHEN login_attempts.window_start <= $4 THEN $3 \
+                     ELSE login_attempts.window_start END \
+                 RETURNING attempts, window_start",
+            )
+            .bind(name)
+            .bind(bucket)
+            .bind(at)
+            .bind(at - window)
+            .fetch_one(pool)
+            .await
+            .op("count a login attempt")?;
+            Ok((row.int("attempts")?, time(row.int("window_start")?)))
+        })
+    }
+
+    /// After a good password: the bucket starts over, and `client` is a known address of `name`.
+    async fn login_succeeded(
+        &self,
+        name: &str,
+        bucket: &str,
+        client: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            sqlx::query("DELETE FROM login_attempts WHERE name = $1 AND bucket = $2")
+                .bind(name)
+                .bind(bucket)
+                .execute(&mut *tx)
+                .await
+                .op("start the login count over")?;
+            if !client.is_empty() && client != UNKNOWN_CLIENTS {
+                sqlx::query(
+                    "INSERT INTO login_known_clients (name, client, last_login) \
+                     VALUES ($1, $2, $3) \
+                     ON CONFLICT (name, client) DO UPDATE SET last_login = $3",
+                )
+                .bind(name)
+                .bind(client)
+                .bind(secs(now))
+                .execute(&mut *tx)
+                .await
+                .op("remember a known client")?;
+            }
+        })
     }
 
     /// Whether `password` is `name`'s password (no lockout counting: for the policy file's
@@ -146,80 +251,39 @@ impl Store {
         ))
     }
 
-    /// When the lock on logins as `name` lifts, if it is locked at `now`.
+    /// When the lock on logins as `name` from `client` lifts, if it is locked at `now`.
     pub async fn locked_until(
         &self,
         name: &str,
+        client: &str,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
-        with_db!(self, |pool, _begin| {
-            let row = sqlx::query("SELECT locked_until FROM login_failures WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-                .op("read failed logins")?;
-            let until = match row {
-                Some(row) => row.opt_int("locked_until")?,
-                None => None,
-            };
-            Ok(until.filter(|&u| u > secs(now)).map(time))
-        })
-    }
-
-    /// Counts a failed login for `name` (known or not) and locks it on the
-    /// [`LOCKOUT_FAILURES`]th failure within [`LOCKOUT_DURATION`]. Atomic, so replicas share
-    /// one count.
-    pub async fn record_login_failure(
-        &self,
-        name: &str,
-        now: SystemTime,
-    ) -> Result<LoginFailures, StoreError> {
+        let bucket = self.bucket(name, client).await?;
         let at = secs(now);
         let window = duration_secs(LOCKOUT_DURATION);
-        // The window restarts when it is over (and no lock is set) or when a lock has lifted.
         with_db!(self, |pool, _begin| {
             let row = sqlx::query(
-                "INSERT INTO login_failures (name, failures, window_start, locked_until) \
-                 VALUES ($1, 1, $2, NULL) \
-                 ON CONFLICT (name) DO UPDATE SET \
-                   failures = CASE \
-                     WHEN (login_failures.locked_until IS NULL AND login_failures.window_start <= $3) \
-                       OR login_failures.locked_until <= $2 THEN 1 \
-                     ELSE login_failures.failures + 1 END, \
-                   window_start = CASE \
-                     WHEN (login_failures.locked_until IS NULL AND login_failures.window_start <= $3) \
-                       OR login_failures.locked_until <= $2 THEN $2 \
-                     ELSE login_failures.window_start END, \
-                   locked_until = CASE \
-                     WHEN (login_failures.locked_until IS NULL AND login_failures.window_start <= $3) \
-                       OR login_failures.locked_until <= $2 THEN NULL \
-                     WHEN login_failures.failures + 1 >= $4 THEN $5 \
-                     ELSE login_failures.locked_until END \
-                 RETURNING failures, locked_until",
+                "SELECT attempts, window_start FROM login_attempts WHERE name = $1 AND bucket = $2",
             )
             .bind(name)
-            .bind(at)
-            .bind(at - window)
-            .bind(LOCKOUT_FAILURES)
-            .bind(at + window)
-            .fetch_one(pool)
+            .bind(&bucket)
+            .fetch_optional(pool)
             .await
-            .op("count a failed login")?;
-            Ok(LoginFailures {
-                failures: row.int("failures")?,
-                locked_until: row.opt_int("locked_until")?.map(time),
-            })
+            .op("read login attempts")?;
+            let Some(row) = row else { return Ok(None) };
+            let (attempts, start) = (row.int("attempts")?, row.int("window_start")?);
+            Ok((attempts >= LOCKOUT_FAILURES && start > at - window).then(|| time(start + window)))
         })
     }
 
-    /// Forgets the failed logins of `name` (after a successful login, or by an admin).
+    /// Forgets every counted guess at `name` (an admin's unlock): every bucket starts over.
     pub async fn clear_login_failures(&self, name: &str) -> Result<(), StoreError> {
         with_db!(self, |pool, _begin| {
-            sqlx::query("DELETE FROM login_failures WHERE name = $1")
+            sqlx::query("DELETE FROM login_attempts WHERE name = $1")
                 .bind(name)
                 .execute(pool)
                 .await
-                .op("clear failed logins")?;
+                .op("clear login attempts")?;
             Ok(())
         })
     }

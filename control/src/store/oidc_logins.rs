@@ -20,14 +20,17 @@ pub struct PendingLogin {
 }
 
 impl Store {
-    /// Keeps a login in flight under `key` (see [`crate::oidc::state_key`]), after dropping expired
-    /// ones. Answers false, keeping nothing, when `max` live logins are already in flight.
+    /// Keeps a login in flight under `key` (see [`crate::oidc::state_key`]) for `client` (its
+    /// address key), after dropping expired ones. Answers false, keeping nothing, when `max`
+    /// live logins are already in flight, or `per_client` of this client's.
     pub async fn put_oidc_login(
         &self,
         key: &str,
         login: &PendingLogin,
+        client: &str,
         now: SystemTime,
         max: i64,
+        per_client: i64,
     ) -> Result<bool, StoreError> {
         write_tx!(self, |tx| {
             sqlx::query("DELETE FROM oidc_logins WHERE expires_at <= $1")
@@ -43,9 +46,18 @@ impl Store {
             if live >= max {
                 return Ok(false);
             }
+            let theirs = sqlx::query("SELECT COUNT(*) AS n FROM oidc_logins WHERE client = $1")
+                .bind(client)
+                .fetch_one(&mut *tx)
+                .await
+                .op("count a client's logins in flight")?
+                .int("n")?;
+            if !client.is_empty() && theirs >= per_client {
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO oidc_logins (state_sha256, provider, nonce, redirect_uri, \
-                 code_challenge, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 code_challenge, expires_at, client) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(key)
             .bind(&login.provider)
@@ -53,6 +65,7 @@ impl Store {
             .bind(&login.redirect_uri)
             .bind(&login.code_challenge)
             .bind(secs(login.expires_at))
+            .bind(client)
             .execute(&mut *tx)
             .await
             .op("keep a login in flight")?;

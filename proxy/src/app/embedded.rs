@@ -168,6 +168,9 @@ async fn start_control(
     config
         .provider_ca_file
         .clone_from(&control.provider_ca_file);
+    config.trusted_proxies.clone_from(&control.trusted_proxies);
+    config.anonymous_per_minute = control.client_rate_per_minute;
+    config.anonymous_burst = control.client_burst;
     let plane = ControlPlane::start(store, config, policy, clock).await?;
     plane.spawn_rotation(Duration::from_mins(1));
     Ok(plane)
@@ -186,7 +189,9 @@ fn serve_control(
         acceptor,
         Limits::default(),
         drain,
-        move |request: http::Request<hyper::body::Incoming>, _peer| {
+        move |mut request: http::Request<hyper::body::Incoming>, peer| {
+            // Rate limits and login lockouts count per client address.
+            request.extensions_mut().insert(api::PeerAddr(peer));
             let router = router.clone();
             async move { control_response(router, request).await }
         },

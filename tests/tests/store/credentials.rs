@@ -9,7 +9,7 @@ use infra_control::store::{KeyError, KeyKind, LoginError, NewAccessKey, StoreCon
 use infra_control::{Store, keys};
 use sha2::{Digest as _, Sha256};
 
-use crate::{Raw, contains};
+use crate::{CLIENT, Raw, contains};
 
 pub(crate) async fn access_keys(store: &Store, clock: &ManualClock, raw: &Raw) {
     let t0 = clock.now();
@@ -200,7 +200,7 @@ pub(crate) async fn passwords_and_lockout(
 
     assert_eq!(
         store
-            .login_with_password(name, &good, now)
+            .login_with_password(name, &good, CLIENT, now)
             .await
             .expect("login")
             .name,
@@ -210,15 +210,15 @@ pub(crate) async fn passwords_and_lockout(
     // Unknown user and wrong password: the same answer.
     let wrong = Secret::new("incorrect horse battery staple");
     let a = store
-        .login_with_password(name, &wrong, now)
+        .login_with_password(name, &wrong, CLIENT, now)
         .await
         .expect_err("wrong");
     let b = store
-        .login_with_password("nobody@example.com", &wrong, now)
+        .login_with_password("nobody@example.com", &wrong, CLIENT, now)
         .await
         .expect_err("unknown");
     let c = store
-        .login_with_password("bob@example.com", &wrong, now)
+        .login_with_password("bob@example.com", &wrong, CLIENT, now)
         .await
         .expect_err("no password");
     assert!(matches!(a, LoginError::InvalidCredentials), "{a:?}");
@@ -230,12 +230,17 @@ pub(crate) async fn passwords_and_lockout(
     // password; the count lives in the store, so it survives a restart.
     for _ in 0..4 {
         assert!(matches!(
-            store.login_with_password(name, &wrong, clock.now()).await,
+            store
+                .login_with_password(name, &wrong, CLIENT, clock.now())
+                .await,
             Err(LoginError::InvalidCredentials)
         ));
     }
     let locked_at = clock.now();
-    match store.login_with_password(name, &good, locked_at).await {
+    match store
+        .login_with_password(name, &good, CLIENT, locked_at)
+        .await
+    {
         Err(LoginError::Locked { until }) => {
             assert_eq!(until, locked_at + Duration::from_mins(30));
         }
@@ -244,50 +249,52 @@ pub(crate) async fn passwords_and_lockout(
     let reopened = Store::open(config).await.expect("reopen");
     clock.advance(Duration::from_mins(29));
     assert!(matches!(
-        reopened.login_with_password(name, &good, clock.now()).await,
+        reopened
+            .login_with_password(name, &good, CLIENT, clock.now())
+            .await,
         Err(LoginError::Locked { .. })
     ));
     clock.advance(Duration::from_mins(1));
     reopened
-        .login_with_password(name, &good, clock.now())
+        .login_with_password(name, &good, CLIENT, clock.now())
         .await
         .expect("lock lifted");
     // Success cleared the count: four failures do not lock.
     for _ in 0..4 {
         let _ = reopened
-            .login_with_password(name, &wrong, clock.now())
+            .login_with_password(name, &wrong, CLIENT, clock.now())
             .await;
     }
     reopened
-        .login_with_password(name, &good, clock.now())
+        .login_with_password(name, &good, CLIENT, clock.now())
         .await
         .expect("not locked");
 
     // Unknown names lock the same way, so a lock tells nothing about which names exist.
     for _ in 0..5 {
         let _ = reopened
-            .login_with_password("ghost@example.com", &wrong, clock.now())
+            .login_with_password("ghost@example.com", &wrong, CLIENT, clock.now())
             .await;
     }
     assert!(matches!(
         reopened
-            .login_with_password("ghost@example.com", &wrong, clock.now())
+            .login_with_password("ghost@example.com", &wrong, CLIENT, clock.now())
             .await,
         Err(LoginError::Locked { .. })
     ));
     // Failures spread over more than the window do not add up.
     for _ in 0..4 {
         let _ = reopened
-            .login_with_password("bob@example.com", &wrong, clock.now())
+            .login_with_password("bob@example.com", &wrong, CLIENT, clock.now())
             .await;
     }
     clock.advance(Duration::from_secs(1801));
     let _ = reopened
-        .login_with_password("bob@example.com", &wrong, clock.now())
+        .login_with_password("bob@example.com", &wrong, CLIENT, clock.now())
         .await;
     assert!(
         reopened
-            .locked_until("bob@example.com", clock.now())
+            .locked_until("bob@example.com", CLIENT, clock.now())
             .await
             .expect("lock")
             .is_none()
@@ -301,7 +308,7 @@ pub(crate) async fn passwords_and_lockout(
     };
     let rehashing = Store::open(&stronger).await.expect("reopen");
     rehashing
-        .login_with_password(name, &good, clock.now())
+        .login_with_password(name, &good, CLIENT, clock.now())
         .await
         .expect("login");
     let hash = raw
@@ -310,7 +317,7 @@ pub(crate) async fn passwords_and_lockout(
     let hash = String::from_utf8(hash[0].clone()).expect("text");
     assert!(hash.starts_with("$argon2id$v=19$m=512,t=1,p=1$"), "{hash}");
     rehashing
-        .login_with_password(name, &good, clock.now())
+        .login_with_password(name, &good, CLIENT, clock.now())
         .await
         .expect("login with the new hash");
     rehashing.close().await;

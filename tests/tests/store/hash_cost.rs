@@ -1,5 +1,6 @@
 //! The Argon2id cost on this machine, and the same time for unknown users and wrong passwords.
 
+use crate::CLIENT;
 use std::time::{Duration, Instant, SystemTime};
 
 use infra_authz::policy::Secret;
@@ -84,7 +85,7 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
             store.clear_login_failures(name).await.expect("clear");
             let start = Instant::now();
             let err = store
-                .login_with_password(name, &wrong, now)
+                .login_with_password(name, &wrong, CLIENT, now)
                 .await
                 .expect_err("refused");
             *best = (*best).min(start.elapsed());

@@ -20,6 +20,9 @@ use infra_control::store::StoreConfig;
 use infra_tests::postgres as pg;
 use sqlx::{Connection as _, Row as _};
 
+/// The client address the store tests log in from.
+pub(crate) const CLIENT: &str = "192.0.2.10";
+
 mod audit;
 mod credentials;
 mod hash_cost;

@@ -10,7 +10,7 @@ use infra_control::crypto::SecretBytes;
 use infra_control::oidc::{self, PendingLogin};
 use infra_control::store::{NewDestination, NewSigningKey, StoreError};
 
-use crate::{Raw, contains};
+use crate::{CLIENT, Raw, contains};
 
 pub(crate) async fn providers_and_sessions(store: &Store, clock: &ManualClock, raw: &Raw) {
     let now = clock.now();
@@ -282,7 +282,7 @@ pub(crate) async fn oidc_logins_in_flight(store: &Store, clock: &ManualClock, ra
     let first = oidc::state_key("state-one");
     assert!(
         store
-            .put_oidc_login(&first, &login(1, live), now, 3)
+            .put_oidc_login(&first, &login(1, live), CLIENT, now, 3, 3)
             .await
             .expect("put")
     );
@@ -311,14 +311,21 @@ pub(crate) async fn oidc_logins_in_flight(store: &Store, clock: &ManualClock, ra
     for n in 0..3 {
         assert!(
             store
-                .put_oidc_login(&oidc::state_key(&format!("s{n}")), &login(n, soon), now, 3)
+                .put_oidc_login(
+                    &oidc::state_key(&format!("s{n}")),
+                    &login(n, soon),
+                    CLIENT,
+                    now,
+                    3,
+                    3
+                )
                 .await
                 .expect("put")
         );
     }
     assert!(
         !store
-            .put_oidc_login(&oidc::state_key("s3"), &login(3, soon), now, 3)
+            .put_oidc_login(&oidc::state_key("s3"), &login(3, soon), CLIENT, now, 3, 3)
             .await
             .expect("put at the cap"),
         "the fourth login is refused"
@@ -326,7 +333,7 @@ pub(crate) async fn oidc_logins_in_flight(store: &Store, clock: &ManualClock, ra
     let later = now + Duration::from_secs(61);
     assert!(
         store
-            .put_oidc_login(&oidc::state_key("s3"), &login(3, live), later, 3)
+            .put_oidc_login(&oidc::state_key("s3"), &login(3, live), CLIENT, later, 3, 3)
             .await
             .expect("put after expiry")
     );

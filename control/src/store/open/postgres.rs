@@ -28,6 +28,10 @@ fn postgres_migrator() -> Migrator {
             "oidc logins",
             include_str!("../../../migrations/postgres/0003_oidc_logins.sql"),
         ),
+        (
+            "login guards",
+            include_str!("../../../migrations/postgres/0004_login_guards.sql"),
+        ),
     ])
 }
 

@@ -37,6 +37,10 @@ fn sqlite_migrator() -> Migrator {
             "oidc logins",
             include_str!("../../../migrations/sqlite/0003_oidc_logins.sql"),
         ),
+        (
+            "login guards",
+            include_str!("../../../migrations/sqlite/0004_login_guards.sql"),
+        ),
     ])
 }
 
