@@ -22,7 +22,7 @@ pub use auth::{
 };
 pub use error::ErrorBody;
 pub use objects::{
-    AccessKey, Destination, DestinationBody, Grant, GrantUpdate, Group, KeyKind, NewGrant,
-    NewGroup, NewKey, NewPassword, NewUser, Page, Provider, ProviderBody, ProviderKind,
+    AccessKey, Destination, DestinationBody, Grant, GrantUpdate, Group, IdentityLink, KeyKind,
+    NewGrant, NewGroup, NewKey, NewPassword, NewUser, Page, Provider, ProviderBody, ProviderKind,
     ProviderSummary, Source, User, Version,
 };

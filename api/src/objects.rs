@@ -95,6 +95,18 @@ pub struct NewPassword {
     pub password: String,
 }
 
+/// `POST /api/users/{name}/identities`: an admin links a provider identity to a user, so that
+/// its logins are that user (a user with a password, or bound to another identity, is never
+/// taken by a provider login on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityLink {
+    /// The provider's name in Infra.
+    pub provider: String,
+    /// The subject (`sub`) the provider gives the person.
+    pub subject: String,
+}
+
 /// A group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {

@@ -37,8 +37,8 @@ impl ApiError {
 }
 
 pub use infra_api::{
-    Access, AccessKey, Destination, Grant, Group, LoginRequest, LoginResponse, Me, NewGrant,
-    NewGroup, NewKey, NewPassword, NewUser, OidcStart, OidcStartRequest, Page, Provider,
+    Access, AccessKey, Destination, Grant, Group, IdentityLink, LoginRequest, LoginResponse, Me,
+    NewGrant, NewGroup, NewKey, NewPassword, NewUser, OidcStart, OidcStartRequest, Page, Provider,
     ProviderBody, ProviderSummary, Token, TokenRequest, User, Version,
 };
 
@@ -258,6 +258,32 @@ impl Client {
             }),
         )
         .await
+    }
+
+    pub async fn unlock_user(&self, name: &str) -> Result<()> {
+        self.no_content(
+            Method::DELETE,
+            &format!("/api/users/{}/lockout", seg(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn link_identity(&self, name: &str, provider: &str, subject: &str) -> Result<()> {
+        let body = IdentityLink {
+            provider: provider.to_owned(),
+            subject: subject.to_owned(),
+        };
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/api/users/{}/identities", seg(name)),
+                &[],
+                Some(serde_json::to_value(&body).context("encoding the request")?),
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(())
     }
 
     pub async fn remove_user(&self, name: &str) -> Result<()> {

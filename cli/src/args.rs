@@ -224,6 +224,23 @@ pub enum UsersCommand {
     Remove(NameArg),
     /// List users.
     List(NameFilterArgs),
+    /// Forget every counted failed login of a user, from every address (an audited unlock).
+    Unlock(NameArg),
+    /// Link an identity provider's person (its subject, `sub`) to a user: their logins through
+    /// that provider are this user from now on.
+    Link(LinkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The user's name.
+    pub name: String,
+    /// The identity provider's name in Infra.
+    #[arg(long, env = "INFRA_LINK_PROVIDER")]
+    pub provider: String,
+    /// The subject the provider gives the person (the refused login's message names it).
+    #[arg(long, env = "INFRA_LINK_SUBJECT")]
+    pub subject: String,
 }
 
 #[derive(Debug, Args)]

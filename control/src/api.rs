@@ -60,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/users/{name}"),
     ("put", "/api/users/{name}/password"),
     ("delete", "/api/users/{name}/lockout"),
+    ("post", "/api/users/{name}/identities"),
     ("get", "/api/groups"),
     ("post", "/api/groups"),
     ("get", "/api/groups/{name}"),
@@ -136,6 +137,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             "/api/users/{name}/lockout",
             axum::routing::delete(users::unlock),
         )
+        .route("/api/users/{name}/identities", post(users::link))
         .route("/api/groups", get(groups::list).post(groups::create))
         .route(
             "/api/groups/{name}",

@@ -124,6 +124,26 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Links `provider`'s `subject` to the user `name`: its logins are that user from now on.
+    pub async fn link_identity(
+        &self,
+        actor: &str,
+        name: &str,
+        provider: &str,
+        subject: &str,
+    ) -> Changed {
+        self.store().get_provider(provider).await?;
+        if subject.is_empty() || subject.len() > 255 {
+            return Err(ChangeError::Invalid(
+                "subject must be 1 to 255 bytes (the provider's `sub`)".into(),
+            ));
+        }
+        self.store()
+            .link_identity(actor, name, provider, subject, self.now())
+            .await?;
+        Ok(())
+    }
+
     /// Makes a group.
     pub async fn create_group(&self, actor: &str, name: &str) -> Changed {
         self.store().create_group(actor, name, self.now()).await?;

@@ -11,7 +11,7 @@ use infra_authz::policy::Secret;
 use crate::api::ClientAddr;
 use crate::oidc::{self, OidcError};
 use crate::plane::{ControlPlane, owned};
-use crate::store::{KeyError, LoginError, StoreError, User};
+use crate::store::{Binding, KeyError, LoginError, StoreError, User};
 
 /// The longest user name a login is looked up with, in bytes (no name Infra keeps is longer).
 const MAX_NAME_BYTES: usize = 256;
@@ -204,14 +204,23 @@ impl ControlPlane {
             .oidc
             .finish(&provider, pending, code, code_verifier, now)
             .await?;
-        let user = match store.get_user(&vouched.email).await {
-            Ok(user) => user,
-            Err(StoreError::NotFound { .. }) => {
-                store
-                    .create_user(&format!("provider:{name}"), &vouched.email, now)
-                    .await?
-            }
-            Err(e) => return Err(e.into()),
+        // Who logged in is (provider, subject); the email only names a user at the first login,
+        // and never one of another origin (see `Store::bind_identity`).
+        let user = match store.user_of_identity(&name, &vouched.subject).await? {
+            Some(user) => user,
+            None => match store
+                .bind_identity(&name, &vouched.subject, &vouched.email, now)
+                .await?
+            {
+                Binding::Bound(user) => user,
+                Binding::Refused { user, why } => {
+                    tracing::warn!(provider = %name, subject = %vouched.subject, user = %user, why = %why, "a provider login named a user of another origin; refused");
+                    return Err(LoginFailure::Refused(format!(
+                        "{name} says you are {user:?}, but that user {why} in Infra; an admin must link the two first (infra users link {user} --provider {name} --subject {})",
+                        vouched.subject
+                    )));
+                }
+            },
         };
         self.sync_provider_groups(&name, &user.name, &vouched.groups)
             .await?;
@@ -235,14 +244,23 @@ impl ControlPlane {
         let owner = owned::idp_groups(provider, user);
         let actor = format!("provider:{provider}");
         let before = store.managed(&owner).await?;
+        let theirs = owned::provider_groups(provider);
         let mut after = BTreeSet::new();
         for group in groups {
             if infra_authz::policy::validate_subject_name(group).is_err() {
                 tracing::warn!(provider, group = %group, "ignoring a group name Infra does not accept");
                 continue;
             }
+            // A provider's groups are its own: it adds members to the groups it made, never to
+            // a group of the same name made in Infra or by another provider.
             match store.create_group(&actor, group, now).await {
-                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Ok(_) => store.add_managed(&theirs, group).await?,
+                Err(StoreError::AlreadyExists { .. }) => {
+                    if !store.is_managed(&theirs, group).await? {
+                        tracing::warn!(provider, group = %group, user, "the provider reports a group of the same name as one it did not make; not joining it");
+                        continue;
+                    }
+                }
                 Err(e) => return Err(e),
             }
             store.add_member(&actor, group, user, now).await?;

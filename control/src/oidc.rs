@@ -64,6 +64,8 @@ pub fn state_key(state: &str) -> String {
 pub struct Vouched {
     /// The provider's name in Infra.
     pub provider: String,
+    /// The subject (`sub`): who the user is at the provider, for good.
+    pub subject: String,
     /// The verified email address: the user's name in Infra.
     pub email: String,
     /// The groups the provider reports.
@@ -244,7 +246,9 @@ impl OidcLogins {
             .email()
             .map(|e| e.as_str().to_owned())
             .ok_or_else(|| OidcError::Refused("the ID token has no email claim".into()))?;
-        if claims.email_verified() != Some(true) && provider.kind != ProviderKind::Azure {
+        // Every kind of provider, Azure included: an unverified address is a claim anyone can
+        // make, and taking it would hand over the account of whoever owns it in Infra.
+        if claims.email_verified() != Some(true) {
             return Err(OidcError::Refused(format!(
                 "the provider has not verified the email address {email}"
             )));
@@ -259,6 +263,7 @@ impl OidcLogins {
         };
         Ok(Vouched {
             provider: provider.name.clone(),
+            subject: claims.subject().as_str().to_owned(),
             email,
             groups,
             refresh_token: response

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use infra_api::sync::{Message, Snapshot, WireGrant};
 use infra_api::{
-    Access, AccessKey, Destination, DestinationBody, ErrorBody, Grant, GrantUpdate, Group, KeyKind,
-    LoginRequest, LoginResponse, Me, NewGrant, NewGroup, NewKey, NewPassword, NewUser, OidcStart,
-    OidcStartRequest, Page, Provider, ProviderBody, ProviderKind, ProviderSummary, Source, Token,
-    TokenRequest, User, Version,
+    Access, AccessKey, Destination, DestinationBody, ErrorBody, Grant, GrantUpdate, Group,
+    IdentityLink, KeyKind, LoginRequest, LoginResponse, Me, NewGrant, NewGroup, NewKey,
+    NewPassword, NewUser, OidcStart, OidcStartRequest, Page, Provider, ProviderBody, ProviderKind,
+    ProviderSummary, Source, Token, TokenRequest, User, Version,
 };
 use infra_control::api::OPENAPI;
 use jiff::Timestamp;
@@ -454,6 +454,15 @@ fn requests_the_clients_send_fit_their_schemas() {
         true,
     );
     fits(&doc, "NewGroup", &[NewGroup { name: "SRE".into() }], true);
+    fits(
+        &doc,
+        "IdentityLink",
+        &[IdentityLink {
+            provider: "okta".into(),
+            subject: "00u1abcd".into(),
+        }],
+        true,
+    );
     fits(
         &doc,
         "NewGrant",

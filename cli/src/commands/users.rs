@@ -76,6 +76,19 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<()> {
             let list = client.users(args.name.as_deref()).await?;
             output::emit(args.output.output, &list, || users_table(&list))?;
         }
+        UsersCommand::Unlock(args) => {
+            client.unlock_user(&args.name).await?;
+            eprintln!("  Unlocked logins of {}", args.name);
+        }
+        UsersCommand::Link(args) => {
+            client
+                .link_identity(&args.name, &args.provider, &args.subject)
+                .await?;
+            eprintln!(
+                "  Linked {} {} to user {}",
+                args.provider, args.subject, args.name
+            );
+        }
     }
     Ok(())
 }

@@ -22,3 +22,16 @@ CREATE TABLE login_known_clients (
 -- OIDC logins in flight, counted per client address so one client cannot fill them all.
 ALTER TABLE oidc_logins ADD COLUMN client TEXT NOT NULL DEFAULT '';
 CREATE INDEX oidc_logins_client ON oidc_logins (client);
+
+-- Who a provider login is: (provider, subject), bound to one user for good. A login whose
+-- identity is bound to nobody takes the user named by its verified email only if that user has
+-- no password and no identity (one an admin made to hand out grants before the first login);
+-- any other user is linked only by an admin.
+CREATE TABLE user_identities (
+    provider   TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+CREATE INDEX user_identities_user_id ON user_identities (user_id);

@@ -1,7 +1,7 @@
 //! `/api/users`: list, make, read, remove users, and set a password.
 
 use axum::extract::{Path, State};
-use infra_api::{NewPassword, NewUser};
+use infra_api::{IdentityLink, NewPassword, NewUser};
 
 use super::caller::{Access, Caller};
 use super::extract::{Body, Params, created, no_content, ok, page, time};
@@ -90,5 +90,18 @@ pub(super) async fn unlock(
 ) -> ApiResult {
     caller.require(Access::Admin)?;
     plane.unlock_user(&caller.user.name, &name).await?;
+    Ok(no_content())
+}
+
+pub(super) async fn link(
+    State(plane): Plane,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(link): Body<IdentityLink>,
+) -> ApiResult {
+    caller.require(Access::Admin)?;
+    plane
+        .link_identity(&caller.user.name, &name, &link.provider, &link.subject)
+        .await?;
     Ok(no_content())
 }

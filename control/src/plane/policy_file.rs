@@ -30,6 +30,11 @@ pub mod owned {
     pub fn idp_groups(provider: &str, user: &str) -> String {
         format!("idp:{provider}:{user}")
     }
+
+    /// The groups `provider` made: the only ones its logins add members to.
+    pub fn provider_groups(provider: &str) -> String {
+        format!("idp-groups:{provider}")
+    }
 }
 
 /// The identity key of a grant: subject, role and resource (not the expiry).

@@ -57,4 +57,20 @@ impl Store {
             }
         })
     }
+
+    /// Records that `owner` manages `name` too (no-op when it already does).
+    pub async fn add_managed(&self, owner: &str, name: &str) -> Result<(), StoreError> {
+        with_db!(self, |pool, _begin| {
+            sqlx::query(
+                "INSERT INTO managed (owner, name) VALUES ($1, $2) \
+                 ON CONFLICT (owner, name) DO NOTHING",
+            )
+            .bind(owner)
+            .bind(name)
+            .execute(pool)
+            .await
+            .op("record what is managed")?;
+            Ok(())
+        })
+    }
 }

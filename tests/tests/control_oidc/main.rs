@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 mod id_tokens;
+mod identities;
 mod login;
 mod pkce_and_codes;
 mod recheck;
