@@ -139,6 +139,9 @@ pub async fn sync_access(ctx: &Ctx, config: &mut Config, client: &Client) -> Res
     for removed in &changes.removed {
         eprintln!("  Removed context infra:{removed}: you no longer have access to it");
     }
+    if let Some(current) = &changes.current {
+        eprintln!("  kubectl now uses {current} (it had no current context); `infra use` switches");
+    }
     config.set_destinations(&server, wanted.iter().map(|d| d.name.as_str()));
     ctx.home.save_config(config)?;
     Ok(access)

@@ -2,8 +2,10 @@
 //!
 //! Per destination: a cluster, a context and a user, each named `infra:<destination>`. The user is
 //! an exec credential plugin (this binary's `tokens --destination <destination>`), so the file
-//! never holds a secret. Everything else in the file (other entries, unknown fields,
-//! `current-context`) is left as it was, except by `infra use`.
+//! never holds a secret. Everything else in the file (other entries, unknown fields) is left as
+//! it was. `current-context` is changed by `infra use`, and by a sync only when it names no
+//! context at all (unset, or a context that is gone): then it becomes Infra's first context, so
+//! kubectl works after `infra login` without talking to `localhost:8080`.
 //!
 //! The file is the first of `KUBECONFIG`, or `~/.kube/config`. Every change takes an exclusive
 //! lock on `<file>.infra.lock`, reads, edits, and replaces the file atomically with mode 0600.
@@ -89,6 +91,8 @@ pub struct Destination {
 pub struct Changes {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// The context made current because none was (or the current one was gone).
+    pub current: Option<String>,
 }
 
 impl Kubeconfig {
@@ -137,7 +141,20 @@ impl Kubeconfig {
         for d in destinations {
             self.put(exe, d);
         }
+        let names_nothing = self
+            .current_context
+            .as_ref()
+            .is_none_or(|c| !self.contexts.iter().any(|e| &e.name == c));
+        let current = match destinations.first() {
+            Some(first) if names_nothing => {
+                let name = Self::entry_name(&first.name);
+                self.current_context = Some(name.clone());
+                Some(name)
+            }
+            _ => None,
+        };
         Changes {
+            current,
             added: destinations
                 .iter()
                 .filter(|d| !before.contains(&d.name))
@@ -429,10 +446,32 @@ current-context: kind-dev
         assert!(changes.added.is_empty());
         assert_eq!(kc.infra_destinations(), ["eu", "production"]);
         assert_eq!(
-            kc.current_context, None,
-            "the removed context is no longer current"
+            kc.current_context.as_deref(),
+            Some("infra:production"),
+            "the removed context is no longer current: Infra's first one is"
         );
+        assert_eq!(changes.current.as_deref(), Some("infra:production"));
         assert!(kc.clusters.iter().any(|c| c.name == "kind-dev"));
+    }
+
+    #[test]
+    fn sync_makes_a_context_current_only_when_none_is() {
+        // A fresh kubeconfig: after the first sync kubectl has somewhere to go.
+        let mut kc = Kubeconfig::default();
+        let changes = kc.sync(&exe(), &[dest("production", None)], &never);
+        assert_eq!(kc.current_context.as_deref(), Some("infra:production"));
+        assert_eq!(changes.current.as_deref(), Some("infra:production"));
+        // The user's own current context stays.
+        let mut kc = Kubeconfig::parse(USERS_OWN).expect("parse");
+        let before = kc.current_context.clone();
+        assert!(before.is_some());
+        let changes = kc.sync(&exe(), &[dest("production", None)], &never);
+        assert_eq!(kc.current_context, before);
+        assert_eq!(changes.current, None);
+        // No destination: nothing to make current.
+        let mut kc = Kubeconfig::default();
+        assert_eq!(kc.sync(&exe(), &[], &never).current, None);
+        assert_eq!(kc.current_context, None);
     }
 
     #[test]
