@@ -6,7 +6,13 @@
 //! these values; everything that reads policy consumes them.
 
 pub mod file;
+pub mod names;
 pub mod wire;
+
+pub use names::{
+    MAX_NAME_BYTES, MAX_PASSWORD_BYTES, PasswordTooLong, validate_name, validate_password_length,
+    validate_subject_name,
+};
 
 use std::fmt;
 use std::str::FromStr;
@@ -206,19 +212,47 @@ pub struct Policy {
     pub groups: Vec<Group>,
 }
 
-/// A name that Infra refuses.
+/// A name that Infra refuses, and which rule it breaks ([`names`]). Names are repeated in the
+/// message clipped to 64 characters and escaped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NameError {
-    /// A user or group name is empty.
+    /// A name is empty.
     #[error("the name is empty")]
     Empty,
     /// A user or group name starts with `system:`, which only Kubernetes itself may use.
     #[error("{0:?} starts with `system:`, which is reserved for Kubernetes")]
     Reserved(String),
-    /// A user or group name holds a control character.
+    /// A name holds a control character (Unicode category Cc).
     #[error("{0:?} contains a control character")]
     ControlCharacter(String),
+    /// A name is longer than [`MAX_NAME_BYTES`].
+    #[error("{name:?} is {len} bytes, more than the {max} allowed", max = MAX_NAME_BYTES)]
+    TooLong {
+        /// The start of the name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A name holds an invisible format character (Unicode category Cf), such as a
+    /// bidirectional override or a zero-width space.
+    #[error(
+        "{name:?} contains U+{code:04X}, an invisible format character (such as a bidirectional \
+         control or a zero-width space)",
+        code = u32::from(*character)
+    )]
+    FormatCharacter {
+        /// The name (clipped).
+        name: String,
+        /// The first such character.
+        character: char,
+    },
+    /// A name starts or ends with white space.
+    #[error("{0:?} starts or ends with white space")]
+    SurroundingWhiteSpace(String),
+    /// A name is not in Unicode Normalization Form C.
+    #[error("{0:?} is not in Unicode normalization form C (NFC)")]
+    NotNormalized(String),
     /// A resource is not `<destination>` or `<destination>.<namespace>`.
     #[error("resource {value:?} is not `<destination>` or `<destination>.<namespace>`: {why}")]
     Resource {
@@ -235,21 +269,6 @@ pub enum NameError {
         /// What is wrong with it.
         why: &'static str,
     },
-}
-
-/// Checks a user or group name that came from outside: non-empty, no control characters, and
-/// not in Kubernetes' reserved `system:` namespace of names.
-pub fn validate_subject_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.starts_with("system:") {
-        return Err(NameError::Reserved(name.to_owned()));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(NameError::ControlCharacter(name.to_owned()));
-    }
-    Ok(())
 }
 
 /// Checks a role name: what the apiserver accepts as a (Cluster)Role name in a path segment.

@@ -20,15 +20,19 @@
 //! # What the verifier refuses, in order
 //!
 //! 1. more than [`MAX_TOKEN_BYTES`] (before any parsing or base64 decoding);
-//! 2. anything but three dot-separated base64url parts with a JSON object header;
+//! 2. anything but three dot-separated base64url parts with a JSON object header, and a header
+//!    that names a member twice (in any object, at any depth);
 //! 3. `alg: none` (any case), then any HMAC algorithm (the public key would be the HMAC secret:
 //!    the classic key-confusion attack), then algorithms Infra does not support;
 //! 4. a `crit` header (no extension is understood);
 //! 5. a missing `kid` (keys are chosen by `kid`, never by trying them all), an unknown `kid`;
 //! 6. a header `alg` other than the one the key is pinned to;
-//! 7. a bad signature; then, and only on signed claims: missing claims, the wrong `iss`, an
-//!    `aud` (string or array) without this destination, `exp`/`nbf` outside the leeway, and
-//!    `system:` user or group names.
+//! 7. a bad signature; then, and only on signed claims: a claim named twice (in any object, at
+//!    any depth: JSON parsers disagree on which one wins), missing claims, the wrong `iss`, an
+//!    `aud` (string or array) without this destination, `exp`/`nbf` outside the leeway, user
+//!    and group names that break the rule for names
+//!    ([`validate_name`](crate::policy::validate_name): length, control and invisible format
+//!    characters, edge white space, NFC), and `system:` user or group names.
 //!
 //! Time is always a parameter (`now: SystemTime`): `jsonwebtoken` reads the system clock for its
 //! own `exp`/`nbf` checks, so those are switched off and done here instead.

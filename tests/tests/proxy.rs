@@ -473,3 +473,91 @@ async fn shutdown_drains_open_requests_then_refuses_new_connections() {
     follow.kill().await.expect("kill kubectl");
     h.standin.wait_for_streams(|s| s.log_follows == 0).await;
 }
+
+/// A token signed by the key the proxy trusts, whose header and claims are these JSON texts
+/// exactly as written (`KID` stands for the key's id): what an issuer that repeats a claim or
+/// names an unruly user would sign. `Issuer` itself refuses to issue such names.
+fn signed_raw(h: &Harness, header: &str, claims: &str) -> String {
+    use base64::Engine as _;
+    let key = h.issuer.signing_key();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.pkcs8().expose())
+        .expect("the harness signs with Ed25519");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = header.replace("KID", key.kid());
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let signature = pair.sign(input.as_bytes());
+    format!("{input}.{}", b64(signature.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_tokens_with_repeated_members_or_unruly_names_get_401_and_go_no_further() {
+    let h = Harness::start(VIEW_POLICY).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let header = r#"{"alg":"EdDSA","typ":"JWT","kid":"KID"}"#;
+    let claims = |name: &str, groups: &str, extra: &str| {
+        format!(
+            r#"{{"iss":{ISSUER:?},"sub":"u-1","aud":{DESTINATION:?},"exp":{},"nbf":{now},"iat":{now},"jti":"AAAAAAAAAAAAAAAAAAAAAA","name":{name},"groups":{groups}{extra}}}"#,
+            now + 60
+        )
+    };
+    let path = "/api/v1/namespaces/default/pods";
+    let h = &h;
+    let get = move |token: String| async move {
+        https_get(h, path, &[("authorization", &format!("Bearer {token}"))]).await
+    };
+
+    // The raw signer makes tokens the proxy accepts; suzie may view.
+    let good = signed_raw(h, header, &claims(r#""suzie@example.com""#, "[]", ""));
+    let (status, body) = get(good).await;
+    assert_eq!(status, 200, "{body}");
+
+    let refused = [
+        // Two `name` claims: the first names nobody with a grant, the second (which serde_json
+        // alone would keep) suzie.
+        (
+            header.to_owned(),
+            claims(
+                r#""nobody@example.com""#,
+                "[]",
+                r#","name":"suzie@example.com""#,
+            ),
+        ),
+        // A repeated member in the header.
+        (
+            r#"{"alg":"EdDSA","kid":"KID","x-note":"a","x-note":"b"}"#.to_owned(),
+            claims(r#""suzie@example.com""#, "[]", ""),
+        ),
+        // A bidirectional override in the user name.
+        (
+            header.to_owned(),
+            claims(r#""moc.elpmaxe@\u202Eeizus""#, "[]", ""),
+        ),
+        // A 5,000-character user name.
+        (
+            header.to_owned(),
+            claims(&format!("{:?}", "s".repeat(5000)), "[]", ""),
+        ),
+        // A group name with a bidirectional isolate.
+        (
+            header.to_owned(),
+            claims(r#""suzie@example.com""#, r#"["Engineering\u2066"]"#, ""),
+        ),
+    ];
+    for (header, claims) in refused {
+        let (status, body) = get(signed_raw(h, &header, &claims)).await;
+        assert_eq!(status, 401, "{header} {claims}: {body}");
+    }
+    let forwarded = h
+        .standin
+        .recorded()
+        .into_iter()
+        .filter(|r| r.path() == path)
+        .count();
+    assert_eq!(
+        forwarded, 1,
+        "only the good token's request reached the apiserver"
+    );
+}

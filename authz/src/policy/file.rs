@@ -226,7 +226,9 @@ mod tests {
     use std::env::VarError;
 
     use super::*;
-    use crate::policy::{Grant, Group, Provider, ProviderKind, Resource, Secret, Subject, User};
+    use crate::policy::{
+        Grant, Group, MAX_PASSWORD_BYTES, Provider, ProviderKind, Resource, Secret, Subject, User,
+    };
 
     /// Secrets from fixed tables, so tests never touch the real environment or files.
     struct FakeSecrets {
@@ -641,6 +643,68 @@ users:
                 "policy.yaml:12:33: groups[0].members[1]: \"system:kube-proxy\" starts with \
                  `system:`, which is reserved for Kubernetes",
             ],
+        );
+    }
+
+    #[test]
+    fn names_that_break_the_name_rule_are_refused_where_they_are() {
+        let long = format!("{}@example.com", "x".repeat(300));
+        assert_errors(
+            &[
+                "grants:",
+                "  - user: \"moc.elpmaxe@\\u202Eadmin\"",
+                "    role: view",
+                "    resource: production",
+                "users:",
+                &format!("  - name: {long}"),
+                "  - name: \" carl@example.com\"",
+                "  - name: \"Zoe\\u0301\"",
+                "groups:",
+                "  - name: \"Eng\\u200Bineering\"",
+                "    members: [\"suzie@example.com\\u2066\"]",
+                "providers:",
+                "  - name: \"ok\\u00ADta\"",
+                "    url: acmecorp.okta.com",
+                "    clientID: a",
+                "    clientSecret: env:OKTA_CLIENT_SECRET",
+            ],
+            &[
+                "policy.yaml:2:11: grants[0].user: \"moc.elpmaxe@\\u{202e}admin\" contains \
+                 U+202E, an invisible format character (such as a bidirectional control or a \
+                 zero-width space)",
+                &format!(
+                    "policy.yaml:6:11: users[0].name: \"{}...\" is 312 bytes, more than the 256 \
+                     allowed",
+                    "x".repeat(64)
+                ),
+                "policy.yaml:7:11: users[1].name: \" carl@example.com\" starts or ends with \
+                 white space",
+                "policy.yaml:8:11: users[2].name: \"Zoe\\u{301}\" is not in Unicode \
+                 normalization form C (NFC)",
+                "policy.yaml:10:11: groups[0].name: \"Eng\\u{200b}ineering\" contains U+200B, \
+                 an invisible format character (such as a bidirectional control or a zero-width \
+                 space)",
+                "policy.yaml:11:15: groups[0].members[0]: \"suzie@example.com\\u{2066}\" contains \
+                 U+2066, an invisible format character (such as a bidirectional control or a \
+                 zero-width space)",
+                "policy.yaml:13:11: providers[0].name: \"ok\\u{ad}ta\" contains U+00AD, an \
+                 invisible format character (such as a bidirectional control or a zero-width \
+                 space)",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_password_over_1024_bytes_is_refused_without_showing_it() {
+        assert!(check::PASSWORD_TOO_LONG.contains(&MAX_PASSWORD_BYTES.to_string()));
+        let long = "p".repeat(MAX_PASSWORD_BYTES + 1);
+        assert_errors(
+            &[
+                "users:",
+                &format!("  - name: carl@example.com\n    password: {long}"),
+                &format!("  - name: suzie@example.com\n    password: {}", &long[1..]),
+            ],
+            &["policy.yaml:3:15: users[0].password: the password is longer than 1024 bytes"],
         );
     }
 

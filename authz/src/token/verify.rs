@@ -2,6 +2,7 @@
 
 mod claims;
 mod error;
+mod unique_keys;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use self::claims::{check_name, missing, string_claim, string_items, time_claim};
+use self::unique_keys::{NotUnique, check_unique_keys};
 use super::jwk::{Jwks, TrustedKey};
 use super::keys::Algorithm;
 use super::{b64url_decode, clip, unix_seconds};
@@ -159,6 +161,9 @@ struct Header {
     crit: Option<Value>,
 }
 
+const NOT_A_HEADER: TokenError =
+    TokenError::Malformed("the header is not a JOSE header (JSON object)");
+
 /// Claims every Infra token carries; `jsonwebtoken` checks their presence.
 const INFRA_REQUIRED: &[&str] = &["iss", "sub", "aud", "exp", "nbf"];
 /// Claims every ID token must carry for Infra (OpenID Connect requires them too).
@@ -206,8 +211,10 @@ impl Verifier {
     /// Verifies one of Infra's own tokens for destination `audience` at time `now`.
     ///
     /// Besides the signature, `iss`, `aud`, `exp` and `nbf`, every claim Infra issues must be
-    /// there with its type (`iat`, `jti`, `name`, `groups` as an array), and no user or group
-    /// name may start with `system:`.
+    /// there with its type (`iat`, `jti`, `name`, `groups` as an array), no claim may be named
+    /// twice, and every user and group name must keep the rule for names
+    /// ([`validate_subject_name`](crate::policy::validate_subject_name)), which refuses
+    /// `system:` names too.
     pub fn verify(
         &self,
         token: &str,
@@ -260,8 +267,10 @@ impl Verifier {
     /// Verifies an external issuer's ID token for `audience` (its client id) at time `now`, and
     /// maps its claims to a user and groups with this verifier's [`ClaimMapping`].
     ///
-    /// `iss`, `aud` and `exp` are required, `nbf` is checked when present, and the mapped
-    /// names (after their prefixes) may not start with `system:`.
+    /// `iss`, `aud` and `exp` are required, `nbf` is checked when present, no claim may be
+    /// named twice, and the mapped names (after their prefixes) must keep the rule for names
+    /// ([`validate_subject_name`](crate::policy::validate_subject_name)): one user or group
+    /// that breaks it refuses the token.
     pub fn verify_mapped(
         &self,
         token: &str,
@@ -339,8 +348,14 @@ impl Verifier {
         };
         let header =
             b64url_decode(header).ok_or(TokenError::Malformed("the header is not base64url"))?;
-        let header: Header = serde_json::from_slice(&header)
-            .map_err(|_| TokenError::Malformed("the header is not a JOSE header (JSON object)"))?;
+        // The header chooses the key and the algorithm, so it is held to one meaning before
+        // anything in it is read, signature or not.
+        match check_unique_keys(&header) {
+            Ok(()) => {}
+            Err(NotUnique::Duplicate(key)) => return Err(duplicate("header", &key)),
+            Err(NotUnique::NotJson) => return Err(NOT_A_HEADER),
+        }
+        let header: Header = serde_json::from_slice(&header).map_err(|_| NOT_A_HEADER)?;
         let alg = header
             .alg
             .ok_or(TokenError::Malformed("the header has no `alg`"))?;
@@ -381,15 +396,29 @@ impl Verifier {
             key.decoding_key(),
             &validation,
         ) {
-            Ok(data) => data.claims,
-            // jsonwebtoken says "missing" for a claim it cannot parse as well. It checks claims
-            // only after the signature, so the payload is authentic: look for ourselves.
-            Err(err) => match err.kind() {
-                ErrorKind::MissingRequiredClaim(claim) if payload_has(payload, claim) => {
-                    return Err(TokenError::InvalidClaim(clip(claim)));
+            Ok(data) => {
+                // The signature verified, and serde_json kept the last of any repeated claim:
+                // refuse the token if there was one, before any claim is used.
+                unique_claims(payload)?;
+                data.claims
+            }
+            Err(err) => {
+                let kind = err.kind();
+                // A repeated claim explains a failure better than what jsonwebtoken made of it,
+                // but only an authentic payload is looked at.
+                if signed_payload(kind, token, key) {
+                    unique_claims(payload)?;
                 }
-                kind => return Err(from_jsonwebtoken(kind, key)),
-            },
+                // jsonwebtoken says "missing" for a claim it cannot parse as well. It checks
+                // claims only after the signature, so the payload is authentic: look for
+                // ourselves.
+                match kind {
+                    ErrorKind::MissingRequiredClaim(claim) if payload_has(payload, claim) => {
+                        return Err(TokenError::InvalidClaim(clip(claim)));
+                    }
+                    kind => return Err(from_jsonwebtoken(kind, key)),
+                }
+            }
         };
 
         // jsonwebtoken also takes an array `iss`, and an `aud` or `iss` of another type as
@@ -412,6 +441,54 @@ impl Verifier {
             None => return Err(missing("aud")),
         }
         Ok((key, claims))
+    }
+}
+
+fn duplicate(part: &'static str, key: &str) -> TokenError {
+    TokenError::DuplicateKey {
+        part,
+        key: clip(key),
+    }
+}
+
+/// Refuses a (signature-checked) payload that names a claim twice, in any object at any depth.
+fn unique_claims(payload: &str) -> Result<(), TokenError> {
+    let json =
+        b64url_decode(payload).ok_or(TokenError::Malformed("the payload is not base64url"))?;
+    match check_unique_keys(&json) {
+        Ok(()) => Ok(()),
+        Err(NotUnique::Duplicate(key)) => Err(duplicate("claims", &key)),
+        Err(NotUnique::NotJson) => Err(TokenError::Malformed(
+            "the payload is not a claims set (JSON object)",
+        )),
+    }
+}
+
+/// Whether jsonwebtoken failed with `kind` on an authentic payload: it validates claims only
+/// after the signature; its JSON, base64 and UTF-8 errors can come from the header (before the
+/// signature) or from the payload (after), so for those the signature is checked again. That
+/// second check happens only for tokens refused anyway.
+fn signed_payload(kind: &ErrorKind, token: &str, key: &TrustedKey) -> bool {
+    match kind {
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::InvalidIssuer
+        | ErrorKind::InvalidAudience
+        | ErrorKind::InvalidSubject
+        | ErrorKind::ExpiredSignature
+        | ErrorKind::ImmatureSignature => true,
+        ErrorKind::Json(_) | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            token.rsplit_once('.').is_some_and(|(message, signature)| {
+                jsonwebtoken::crypto::verify(
+                    signature,
+                    message.as_bytes(),
+                    key.decoding_key(),
+                    key.algorithm().to_jsonwebtoken(),
+                )
+                .unwrap_or(false)
+            })
+        }
+        _ => false,
     }
 }
 
@@ -460,10 +537,11 @@ mod tests {
 
     use super::*;
     use crate::clock::{Clock, ManualClock};
+    use crate::policy::MAX_NAME_BYTES;
     use crate::policy::NameError;
     use crate::token::test_support::{
-        AUDIENCE, ISSUER, T0, at, forge, forge_with, infra_claims, issuer, part, request,
-        rsa_fixture_jwk, rsa_sign, verifier_for,
+        AUDIENCE, ISSUER, T0, at, forge, forge_raw, forge_with, infra_claims, issuer, part,
+        request, rsa_fixture_jwk, rsa_sign, verifier_for,
     };
     use crate::token::{Issuer, Jwk, SigningAlgorithm, SigningKey, b64url_encode};
 
@@ -843,10 +921,6 @@ mod tests {
             format!("{}.{p}.{s}", b64url_encode("[1,2]")),
             format!("{}.{p}.{s}", b64url_encode(r#"{"kid":"x"}"#)),
             format!("{}.{p}.{s}", b64url_encode(r#"{"alg":7}"#)),
-            format!(
-                "{}.{p}.{s}",
-                b64url_encode(r#"{"alg":"EdDSA","alg":"EdDSA"}"#)
-            ),
             format!(" {good}"),
             // Signed, but the payload is not JSON.
             super::super::issue::sign_compact(key, header(key).to_string().as_bytes(), b"not json")
@@ -1201,5 +1275,296 @@ mod tests {
             panic!("expected UnknownKid");
         };
         assert!(shown.len() < 80, "{shown}");
+    }
+
+    /// Infra's usual claims as JSON text, with `extra` members written after them (which may
+    /// repeat one of them).
+    fn infra_claims_and(extra: &str) -> String {
+        let claims = infra_claims(T0).to_string();
+        let open = claims.strip_suffix('}').expect("an object");
+        format!("{open},{extra}}}")
+    }
+
+    /// Verifies a token whose header and claims are these JSON texts, signed properly by the
+    /// verifier's key; `KID` in the header stands for the key's id.
+    fn verify_raw(header: &str, claims: &str) -> Result<VerifiedToken, TokenError> {
+        let (issuer, verifier) = setup(SigningAlgorithm::EdDsa);
+        let key = issuer.signing_key();
+        let header = header.replace("KID", key.kid());
+        verifier.verify(&forge_raw(key, &header, claims), AUDIENCE, at(T0))
+    }
+
+    const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT","kid":"KID"}"#;
+
+    fn repeated(part: &'static str, key: &str) -> TokenError {
+        TokenError::DuplicateKey {
+            part,
+            key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_token_with_two_name_claims_is_refused() {
+        // The issuer signed "suzie@example.com" first and "admin@example.com" second;
+        // serde_json alone keeps the last.
+        let claims = infra_claims_and(r#""name":"admin@example.com""#);
+        assert!(claims.contains(r#""name":"suzie@example.com""#), "{claims}");
+        assert_eq!(verify_raw(HEADER, &claims), Err(repeated("claims", "name")));
+        // The raw helper signs what the usual helpers sign, so only the repetition is refused.
+        assert!(verify_raw(HEADER, &infra_claims(T0).to_string()).is_ok());
+    }
+
+    #[test]
+    fn every_repeated_claim_is_refused_even_with_the_same_value() {
+        let usual = infra_claims(T0);
+        for (claim, value) in usual.as_object().expect("an object") {
+            let claims = infra_claims_and(&format!("{claim:?}:{value}"));
+            assert_eq!(
+                verify_raw(HEADER, &claims),
+                Err(repeated("claims", claim)),
+                "{claims}"
+            );
+        }
+        let claims = infra_claims_and(r#""sid":"k1","sid":"k2""#);
+        assert_eq!(verify_raw(HEADER, &claims), Err(repeated("claims", "sid")));
+    }
+
+    #[test]
+    fn a_claim_repeated_under_an_escaped_name_is_refused() {
+        let claims = infra_claims_and(r#""n\u0061me":"admin@example.com""#);
+        assert_eq!(verify_raw(HEADER, &claims), Err(repeated("claims", "name")));
+    }
+
+    #[test]
+    fn a_duplicate_key_nested_in_a_claim_is_refused() {
+        for (extra, key) in [
+            (r#""address":{"country":"NL","country":"US"}"#, "country"),
+            (r#""roles":[{"a":1},{"b":{"c":1,"c":2}}]"#, "c"),
+        ] {
+            let claims = infra_claims_and(extra);
+            assert_eq!(
+                verify_raw(HEADER, &claims),
+                Err(repeated("claims", key)),
+                "{claims}"
+            );
+        }
+        // The same name in different objects is no repetition.
+        let claims = infra_claims_and(r#""address":{"name":"home"}"#);
+        assert!(verify_raw(HEADER, &claims).is_ok());
+    }
+
+    #[test]
+    fn a_duplicate_key_in_the_jwt_header_is_refused() {
+        let claims = infra_claims(T0).to_string();
+        for (header, key) in [
+            (
+                r#"{"alg":"EdDSA","kid":"KID","x-note":"a","x-note":"b"}"#,
+                "x-note",
+            ),
+            (
+                r#"{"alg":"EdDSA","typ":"JWT","typ":"JWT","kid":"KID"}"#,
+                "typ",
+            ),
+            (r#"{"alg":"EdDSA","kid":"KID","kid":"KID"}"#, "kid"),
+            (r#"{"alg":"EdDSA","alg":"EdDSA","kid":"KID"}"#, "alg"),
+            (
+                r#"{"alg":"EdDSA","kid":"KID","jwk":{"kty":"OKP","kty":"EC"}}"#,
+                "kty",
+            ),
+        ] {
+            assert_eq!(
+                verify_raw(header, &claims),
+                Err(repeated("header", key)),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_token_with_a_repeated_claim_is_refused_for_its_signature() {
+        let (issuer, verifier) = setup(SigningAlgorithm::EdDsa);
+        let kid = issuer.signing_key().kid();
+        let attacker = SigningKey::generate(SigningAlgorithm::EdDsa).expect("generate");
+        let header = HEADER.replace("KID", kid);
+        let claims = infra_claims_and(r#""name":"admin@example.com""#);
+        let token = forge_raw(&attacker, &header, &claims);
+        assert_eq!(
+            verifier.verify(&token, AUDIENCE, at(T0)),
+            Err(TokenError::BadSignature),
+            "unsigned claims are not read"
+        );
+    }
+
+    /// An ID token whose claims are this JSON text, from an Ed25519-signing identity provider.
+    fn mapped_raw(claims: &str, mapping: ClaimMapping) -> Result<TokenIdentity, TokenError> {
+        let idp = SigningKey::generate(SigningAlgorithm::EdDsa).expect("generate");
+        let verifier = Verifier::builder("https://idp.example.com")
+            .trust_key(TrustedKey::from_jwk(idp.public_jwk()).expect("key"))
+            .claim_mapping(mapping)
+            .build()
+            .expect("verifier");
+        let header = header(&idp).to_string();
+        verifier.verify_mapped(&forge_raw(&idp, &header, claims), "kubernetes", at(T0))
+    }
+
+    #[test]
+    fn an_id_token_with_two_email_or_groups_claims_is_refused() {
+        let usual = id_token_claims().to_string();
+        let open = usual.strip_suffix('}').expect("an object");
+        for (extra, key) in [
+            (r#""email":"admin@example.com""#, "email"),
+            (r#""groups":["Admins"]"#, "groups"),
+            (r#""email_verified":false"#, "email_verified"),
+            (r#""aud":"kubernetes""#, "aud"),
+        ] {
+            let claims = format!("{open},{extra}}}");
+            assert_eq!(
+                mapped_raw(&claims, email_mapping()),
+                Err(repeated("claims", key)),
+                "{claims}"
+            );
+        }
+        assert!(mapped_raw(&usual, email_mapping()).is_ok());
+    }
+
+    const BIDI_USER: &str = "moc.elpmaxe@\u{202E}nimda";
+
+    #[test]
+    fn a_token_naming_a_user_with_bidi_overrides_is_refused() {
+        let mut claims = infra_claims(T0);
+        claims["name"] = json!(BIDI_USER);
+        let err = verify_claims(&claims).expect_err("bidi override");
+        assert_eq!(
+            err,
+            TokenError::InvalidName(NameError::FormatCharacter {
+                name: BIDI_USER.into(),
+                character: '\u{202E}'
+            })
+        );
+        assert!(err.to_string().contains("U+202E"), "{err}");
+        for invisible in ["suzie\u{2066}@example.com", "\u{200B}suzie@example.com"] {
+            claims["name"] = json!(invisible);
+            assert!(
+                matches!(
+                    verify_claims(&claims),
+                    Err(TokenError::InvalidName(NameError::FormatCharacter { .. }))
+                ),
+                "{invisible:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_naming_a_5000_character_user_is_refused() {
+        let mut claims = infra_claims(T0);
+        claims["name"] = json!("a".repeat(5000));
+        let err = verify_claims(&claims).expect_err("too long");
+        assert!(
+            matches!(
+                &err,
+                TokenError::InvalidName(NameError::TooLong { len: 5000, .. })
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("5000 bytes"), "{message}");
+        assert!(message.len() < 200, "{message}");
+        claims["name"] = json!("a".repeat(MAX_NAME_BYTES));
+        assert!(verify_claims(&claims).is_ok(), "the limit itself is fine");
+    }
+
+    #[test]
+    fn a_token_with_a_group_breaking_the_name_rule_is_refused() {
+        for group in [
+            "Admins\u{202D}".to_owned(),
+            "g".repeat(5000),
+            "Engineering ".to_owned(),
+            "Zoe\u{301}".to_owned(),
+            "a\u{85}b".to_owned(),
+        ] {
+            let mut claims = infra_claims(T0);
+            claims["groups"] = json!(["Engineering", group]);
+            assert!(
+                matches!(verify_claims(&claims), Err(TokenError::InvalidName(_))),
+                "{group:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_naming_a_user_not_in_nfc_or_with_edge_white_space_is_refused() {
+        let mut claims = infra_claims(T0);
+        claims["name"] = json!("Zoe\u{301}@example.com");
+        assert_eq!(
+            verify_claims(&claims),
+            Err(TokenError::InvalidName(NameError::NotNormalized(
+                "Zoe\u{301}@example.com".into()
+            )))
+        );
+        claims["name"] = json!("suzie@example.com\u{A0}");
+        assert_eq!(
+            verify_claims(&claims),
+            Err(TokenError::InvalidName(NameError::SurroundingWhiteSpace(
+                "suzie@example.com\u{A0}".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn an_id_token_naming_a_user_with_bidi_overrides_is_refused() {
+        let mut claims = id_token_claims();
+        claims["email"] = json!(BIDI_USER);
+        assert_eq!(
+            mapped(&claims, email_mapping()),
+            Err(TokenError::InvalidName(NameError::FormatCharacter {
+                name: format!("okta:{BIDI_USER}"),
+                character: '\u{202E}'
+            }))
+        );
+        let mut claims = id_token_claims();
+        claims["groups"] = json!(["Everyone", "Eng\u{2067}ineering"]);
+        assert!(matches!(
+            mapped(&claims, email_mapping()),
+            Err(TokenError::InvalidName(NameError::FormatCharacter { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_id_token_naming_a_5000_character_user_or_group_is_refused() {
+        let mut claims = id_token_claims();
+        claims["sub"] = json!("u".repeat(5000));
+        assert!(matches!(
+            mapped(&claims, ClaimMapping::default()),
+            Err(TokenError::InvalidName(NameError::TooLong {
+                len: 5000,
+                ..
+            }))
+        ));
+        let mut claims = id_token_claims();
+        claims["groups"] = json!(["Everyone", "g".repeat(5000)]);
+        assert!(matches!(
+            mapped(&claims, email_mapping()),
+            Err(TokenError::InvalidName(NameError::TooLong {
+                len: 5005,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn mapped_names_are_judged_with_their_prefix() {
+        // 251 bytes on their own, 256 with `okta:`; one more is too many.
+        let mut claims = id_token_claims();
+        claims["email"] = json!(format!("{}@example.com", "c".repeat(239)));
+        assert!(mapped(&claims, email_mapping()).is_ok());
+        claims["email"] = json!(format!("{}@example.com", "c".repeat(240)));
+        assert!(matches!(
+            mapped(&claims, email_mapping()),
+            Err(TokenError::InvalidName(NameError::TooLong { len: 257, .. }))
+        ));
+        assert!(
+            mapped(&claims, ClaimMapping::default()).is_ok(),
+            "sub is used"
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::secrets::{SecretSource, env_secret, file_secret};
 use super::yaml::{Located, Node, at};
 use crate::policy::{
     CONTROL_ROLES, Grant, Group, Policy, Provider, ProviderKind, Resource, Secret, Subject, User,
-    validate_role_name,
+    validate_password_length, validate_role_name,
 };
 
 /// Checks the located tree `root` of `file`, resolving `file:` secrets against `base_dir`:
@@ -40,6 +40,10 @@ const GRANT_KEYS: &[&str] = &["user", "group", "role", "resource"];
 const PROVIDER_KEYS: &[&str] = &["name", "url", "clientID", "clientSecret", "kind", "scopes"];
 const USER_KEYS: &[&str] = &["name", "password", "accessKey"];
 const GROUP_KEYS: &[&str] = &["name", "members"];
+
+/// Why a password is refused; the number is
+/// [`MAX_PASSWORD_BYTES`](crate::policy::MAX_PASSWORD_BYTES) (a test keeps them equal).
+pub(super) const PASSWORD_TOO_LONG: &str = "is longer than 1024 bytes";
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -199,7 +203,12 @@ impl Checker<'_> {
             let Some(fields) = self.fields(item, &path, PROVIDER_KEYS) else {
                 continue;
             };
-            let name = self.token(&fields, &path, "name", "the provider name");
+            let name = self
+                .token(&fields, &path, "name", "the provider name")
+                .and_then(|name| {
+                    let node = fields.get("name")?;
+                    self.valid_name(node, &join(&path, "name"), name)
+                });
             let unique = match (&name, fields.get("name")) {
                 (Some(name), Some(node)) => {
                     self.first_of(&mut seen, "provider", name, node, &join(&path, "name"))
@@ -292,7 +301,7 @@ impl Checker<'_> {
             };
             let password = fields
                 .get("password")
-                .map(|node| self.secret(node, &join(&path, "password")));
+                .map(|node| self.password(node, &join(&path, "password")));
             let access_key = fields.get("accessKey").map(|node| {
                 let key_path = join(&path, "accessKey");
                 let key = self.secret(node, &key_path)?;
@@ -377,6 +386,22 @@ impl Checker<'_> {
             }
         }
         ok.then_some(members)
+    }
+
+    /// A password: a secret of at most
+    /// [`MAX_PASSWORD_BYTES`](crate::policy::MAX_PASSWORD_BYTES) bytes, so that nothing hashes a
+    /// longer one. The error gives the length, never the value.
+    fn password(&mut self, node: &Located, path: &str) -> Option<Secret> {
+        let password = self.secret(node, path)?;
+        if validate_password_length(password.expose()).is_err() {
+            let kind = PolicyErrorKind::Invalid {
+                what: "the password",
+                why: PASSWORD_TOO_LONG,
+            };
+            self.error(at(node), path, kind);
+            return None;
+        }
+        Some(password)
     }
 
     /// Resolves a secret: `env:NAME`, `file:PATH` or a literal. Errors name the variable or

@@ -30,6 +30,15 @@ pub enum TokenError {
     /// The header names an algorithm Infra does not verify.
     #[error("the token's algorithm {0:?} is not supported")]
     UnsupportedAlgorithm(String),
+    /// The header or the claims name one member twice, in any object at any depth. Parsers
+    /// disagree on which of the two wins, so neither is believed.
+    #[error("the member {key:?} appears more than once in the token's {part}")]
+    DuplicateKey {
+        /// `"header"` or `"claims"`.
+        part: &'static str,
+        /// The repeated member name (clipped).
+        key: String,
+    },
     /// The header has a `crit` member: it relies on an extension Infra does not understand.
     #[error("the token's header has critical extensions, which are not understood")]
     CriticalHeader,
@@ -86,9 +95,10 @@ pub enum TokenError {
     /// A user or group name starts with `system:`, which only Kubernetes may use.
     #[error("the token names {0:?}, and `system:` names are reserved for Kubernetes")]
     ReservedName(String),
-    /// A user or group name is empty or holds control characters.
-    #[error("the token names an invalid user or group")]
-    InvalidName(#[source] NameError),
+    /// A user or group name breaks the rule for names
+    /// ([`validate_name`](crate::policy::validate_name)); the message says which rule.
+    #[error("the token names an invalid user or group: {0}")]
+    InvalidName(NameError),
     /// The username is the `email` claim and `email_verified` is false.
     #[error("the token's email address is not verified")]
     EmailNotVerified,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::{Checker, join};
 use crate::policy::file::errors::{PolicyErrorKind, Position};
 use crate::policy::file::yaml::{Located, Node, at};
-use crate::policy::validate_subject_name;
+use crate::policy::{validate_name, validate_subject_name};
 
 /// The known keys of one mapping, each with its key's position and its value.
 pub(super) struct Fields<'n> {
@@ -140,6 +140,23 @@ impl Checker<'_> {
         };
         self.error(at(node), &path, PolicyErrorKind::Invalid { what, why });
         None
+    }
+
+    /// `name`, found at `node`, if it keeps the rule for names
+    /// ([`validate_name`](crate::policy::validate_name)).
+    pub(super) fn valid_name(
+        &mut self,
+        node: &Located,
+        path: &str,
+        name: String,
+    ) -> Option<String> {
+        match validate_name(&name) {
+            Ok(()) => Some(name),
+            Err(e) => {
+                self.error(at(node), path, PolicyErrorKind::Name(e));
+                None
+            }
+        }
     }
 
     pub(super) fn subject_name(&mut self, node: &Located, path: &str) -> Option<String> {
