@@ -269,6 +269,8 @@ impl ControlPlane {
         if expires_at.is_some_and(|at| at <= now) {
             return Err(ChangeError::Invalid("expires_at is in the past".into()));
         }
+        infra_authz::policy::names::validate_name(&name)
+            .map_err(|why| ChangeError::Invalid(format!("access key name: {why}")))?;
         let made = self
             .store()
             .create_access_key(

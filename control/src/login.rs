@@ -12,9 +12,7 @@ use crate::api::ClientAddr;
 use crate::oidc::{self, OidcError};
 use crate::plane::{ControlPlane, owned};
 use crate::store::{Binding, KeyError, LoginError, StoreError, User};
-
-/// The longest user name a login is looked up with, in bytes (no name Infra keeps is longer).
-const MAX_NAME_BYTES: usize = 256;
+use infra_authz::policy::names::{MAX_NAME_BYTES, MAX_PASSWORD_BYTES};
 
 /// Why a login (or a session's re-verification) failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +69,9 @@ impl ControlPlane {
                         "a user name is at most {MAX_NAME_BYTES} bytes"
                     )));
                 }
-                if password.len() > crate::passwords::MAX_PASSWORD_BYTES {
+                if password.len() > MAX_PASSWORD_BYTES {
                     return Err(LoginFailure::TooLong(format!(
-                        "a password is at most {} bytes",
-                        crate::passwords::MAX_PASSWORD_BYTES
+                        "a password is at most {MAX_PASSWORD_BYTES} bytes"
                     )));
                 }
                 match store

@@ -42,7 +42,7 @@ pub const MIN_LEN: usize = 12;
 pub const MAX_LEN: usize = 256;
 /// The longest password a login is checked with, in bytes; a longer one is refused before it
 /// is hashed (hashing a megabyte costs a third of a second).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub use infra_authz::policy::names::MAX_PASSWORD_BYTES;
 
 const SALT_LEN: usize = 16;
 const OUTPUT_LEN: usize = 32;
