@@ -29,7 +29,7 @@ mod session;
 mod sync;
 mod users;
 
-pub use client::{ClientAddr, PeerAddr, Throttle};
+pub use crate::clients::{ClientAddr, PeerAddr, Throttle};
 pub use error::ApiError;
 
 /// The largest request body the API reads; no request of the API needs more.

@@ -11,6 +11,7 @@
 //!   the policy file's ownership of what it declares, snapshots for proxies.
 //! - [`login`]: logging in by password, access key or OpenID Connect, and re-verification.
 //! - [`oidc`]: the OpenID Connect protocol with providers.
+//! - [`clients`]: who is on the other end: client addresses and per-address rate limits.
 //! - [`api`]: the HTTP API the CLI and proxies talk to, on the wire types of `infra-api`.
 //!
 //! It depends on `infra-api` (wire types) and `infra-authz` (the policy model), never on the
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod changes;
+pub mod clients;
 pub mod crypto;
 pub mod keys;
 pub mod login;

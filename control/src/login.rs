@@ -8,7 +8,7 @@ use std::time::Duration;
 use infra_api::LoginRequest;
 use infra_authz::policy::Secret;
 
-use crate::api::ClientAddr;
+use crate::clients::ClientAddr;
 use crate::oidc::{self, OidcError};
 use crate::plane::{ControlPlane, owned};
 use crate::store::{Binding, KeyError, LoginError, StoreError, User};

@@ -59,7 +59,7 @@ impl Store {
     }
 
     /// Logs in with a password, from `client` (the client's address key, see
-    /// [`crate::api::ClientAddr`]; empty when unknown).
+    /// [`crate::clients::ClientAddr`]; empty when unknown).
     ///
     /// The guess is counted first, in the bucket of `client` if the account has logged in from
     /// there before, else in the shared bucket; past [`LOCKOUT_FAILURES`] guesses within
@@ -181,6 +181,13 @@ impl Store {
         let at = secs(now);
         let window = duration_secs(LOCKOUT_DURATION);
         with_db!(self, |pool, _begin| {
+            // Counts whose window is over say nothing any more: drop them, so guesses at made-up
+            // names leave nothing behind for long.
+            sqlx::query("DELETE FROM login_attempts WHERE window_start <= $1")
+                .bind(at - window)
+                .execute(pool)
+                .await
+                .op("drop old login attempts")?;
             let row = sqlx::query(
                 "INSERT INTO login_attempts (name, bucket, attempts, window_start) \
                  VALUES ($1, $2, 1, $3) \
