@@ -21,6 +21,7 @@ pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod headers;
+pub mod inflight;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use infra_authz::attributes::{self, Attributes};
 use infra_authz::clock::Clock;
@@ -16,8 +17,10 @@ use infra_authz::decision::{Decision, Identity, forbidden_status_message};
 use crate::audit::{Audit, AuditId, Event};
 use crate::authn::Authenticator;
 use crate::headers;
+use crate::inflight::{InFlight, InFlightRequest};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
+use crate::server::Limits;
 use crate::status::Refusal;
 use crate::streams::{self, Registration, Streams};
 use crate::sync::SyncState;
@@ -45,6 +48,10 @@ pub struct Proxy {
     pub sync: Option<Arc<SyncState>>,
     /// Open long-running requests, closed when their user loses access.
     pub streams: Arc<Streams>,
+    /// The request deadline, the body limit (and the listener's limits, not used here).
+    pub limits: Limits,
+    /// Requests in flight per user.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// What the pipeline learned, for the audit line and metrics.
@@ -169,6 +176,11 @@ impl Proxy {
         audit_id: AuditId,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Refusal> {
+        if self.audit.refuses() {
+            return Err(Refusal::Unavailable(
+                "infra-proxy cannot record requests in its audit log right now, and refuses what it cannot record (--audit-fail closed): please try again later".to_owned(),
+            ));
+        }
         let now = self.clock.now();
         if let Some(sync) = &self.sync
             && let Some(reason) = sync.refuse_reason(now)
@@ -211,6 +223,21 @@ impl Proxy {
         // 6. Rewrite.
         let upgrade = is_upgrade(&request);
         let long_running = upgrade || is_long_running(&attrs, request.uri().query());
+        // A body the client says is too large is refused before anything goes upstream (an
+        // upgrade's body is never read).
+        let max_body = self.limits.max_request_body_bytes;
+        if !upgrade && request.body().size_hint().lower() > max_body {
+            trail.attrs = Some(attrs);
+            return Err(too_large(max_body));
+        }
+        let Some(in_flight) = self.in_flight.acquire(identity.user()) else {
+            trail.attrs = Some(attrs);
+            return Err(Refusal::TooManyRequests(format!(
+                "Too many requests: {:?} has {} requests in flight through infra-proxy (--max-requests-in-flight-per-user; watches and other long-running requests count while open), please try again later",
+                identity.user(),
+                self.in_flight.limit()
+            )));
+        };
         let registration = long_running.then(|| self.streams.register(token, attrs.clone()));
         let credential = self.upstream.credential();
         headers::rewrite(
@@ -238,10 +265,44 @@ impl Proxy {
         // 7. Forward.
         if upgrade {
             // Upgrades are rare: boxed, so normal requests' futures stay small.
-            return Box::pin(self.forward_upgrade(request, registration)).await;
+            return Box::pin(self.forward_upgrade(request, registration, in_flight)).await;
         }
-        let request = request.map(upstream::boxed);
-        let response = self.upstream.send(request).await.map_err(|error| {
+        // A body that grows past the limit fails, which aborts the upstream request; if that
+        // happens before the response, the answer is 413.
+        let mut exceeded = None;
+        let request = request.map(|body| {
+            if body.is_end_stream() {
+                upstream::boxed(body)
+            } else {
+                let flag = Arc::new(AtomicBool::new(false));
+                exceeded = Some(Arc::clone(&flag));
+                upstream::limited(body, max_body, flag)
+            }
+        });
+        let send = self.upstream.send_holding(request, in_flight);
+        let sent = if long_running {
+            // Watches and followed logs have no deadline: they end when either side ends them.
+            send.await
+        } else {
+            let timeout = self.limits.request_timeout;
+            tokio::time::timeout(timeout, send).await.map_err(|_| {
+                tracing::warn!(
+                    timeout_s = timeout.as_secs(),
+                    "the apiserver did not answer in time"
+                );
+                Refusal::GatewayTimeout(format!(
+                    "the server was unable to return a response in the time allotted, but may still be processing the request (the apiserver did not answer within {}s)",
+                    timeout.as_secs()
+                ))
+            })?
+        };
+        let response = sent.map_err(|error| {
+            if exceeded
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::Acquire))
+            {
+                return too_large(max_body);
+            }
             tracing::warn!(%error, "upstream request failed");
             Refusal::BadGateway(format!(
                 "infra-proxy could not reach the apiserver: {error}"
@@ -265,6 +326,7 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         registration: Option<Registration>,
+        in_flight: InFlightRequest,
     ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
@@ -288,12 +350,17 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(Response::from_parts(parts, upstream::boxed(body)));
+            return Ok(Response::from_parts(
+                parts,
+                upstream::with_guard(upstream::boxed(body), in_flight),
+            ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let gauge = GaugeGuard::new(&self.metrics.open_upgrades);
         tokio::spawn(async move {
             let _gauge = gauge;
+            // The session counts as the user's request in flight while it is open.
+            let _in_flight = in_flight;
             let mut registration = registration;
             let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
             match (client, upstream) {
@@ -330,6 +397,13 @@ impl Proxy {
         headers::clean_response(&mut parts.headers, true);
         Ok(Response::from_parts(parts, upstream::empty()))
     }
+}
+
+/// A body over the limit, in the apiserver's words.
+fn too_large(limit: u64) -> Refusal {
+    Refusal::TooLarge(format!(
+        "Request entity too large: limit is {limit} bytes (infra-proxy's --max-request-body-bytes)"
+    ))
 }
 
 fn forbidden(identity: &Identity, attrs: &Attributes) -> Refusal {
