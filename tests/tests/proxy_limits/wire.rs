@@ -137,10 +137,11 @@ async fn http1_requests_reach_the_apiserver_in_origin_form_with_a_host() {
 
 #[track_caller]
 fn assert_origin_form(request: &RecordedRequest, standin: &StandIn, query: Option<&str>) {
+    assert_eq!(request.version, http::Version::HTTP_11);
     assert!(
-        request.uri.scheme().is_none() && request.uri.authority().is_none(),
+        request.target.scheme().is_none() && request.target.authority().is_none(),
         "sent in absolute form: {}",
-        request.uri
+        request.target
     );
     assert_eq!(request.query(), query);
     assert_eq!(
