@@ -164,14 +164,16 @@ impl Health {
         }
     }
 
-    fn wrote(&self, caught_up: bool) {
+    /// A batch was written; `caught_up` says whether the queue is empty (asked only after
+    /// events were dropped).
+    fn wrote(&self, caught_up: impl FnOnce() -> bool) {
         let mut changed = false;
         if self.write_failing.load(Ordering::Relaxed) {
             self.write_failing.store(false, Ordering::Release);
             tracing::info!("the audit log is written again");
             changed = true;
         }
-        if caught_up && self.dropping.load(Ordering::Relaxed) {
+        if self.dropping.load(Ordering::Relaxed) && caught_up() {
             self.dropping.store(false, Ordering::Release);
             changed = true;
         }
@@ -221,7 +223,7 @@ impl Audit {
                         }
                     }
                     match out.write_all(&buffer).and_then(|()| out.flush()) {
-                        Ok(()) => writer.wrote(rx.is_empty()),
+                        Ok(()) => writer.wrote(|| rx.is_empty()),
                         Err(error) => writer.write_failed(&error, events),
                     }
                     buffer.clear();
