@@ -160,8 +160,8 @@ pub struct LimitArgs {
     pub max_connections_per_client: usize,
 
     /// Seconds the apiserver has to start answering a request that is not long-running, as its
-    /// own --request-timeout; then 504. Watches, followed logs, exec, attach and port-forward
-    /// have no deadline.
+    /// own --request-timeout; then 504. Watches, logs, exec, attach, port-forward and proxied
+    /// requests have no deadline.
     #[arg(
         long,
         env = "INFRA_REQUEST_TIMEOUT",
@@ -179,7 +179,8 @@ pub struct LimitArgs {
     )]
     pub max_requests_in_flight_per_user: usize,
 
-    /// Largest request body in bytes (above the apiserver's own 3 MiB); beyond it: 413.
+    /// Largest request body in bytes (above the apiserver's own 3 MiB); beyond it: 413. Bodies
+    /// proxied to a pod, service or node stream and are not limited.
     #[arg(
         long,
         env = "INFRA_MAX_REQUEST_BODY_BYTES",

@@ -223,10 +223,12 @@ impl Proxy {
         // 6. Rewrite.
         let upgrade = is_upgrade(&request);
         let long_running = upgrade || is_long_running(&attrs, request.uri().query());
+        // What the apiserver itself does not time out, and whose body streams through it.
+        let streaming = long_running || is_streaming(&attrs);
         // A body the client says is too large is refused before anything goes upstream (an
-        // upgrade's body is never read).
+        // upgrade's body is never read; a proxied one streams to its backend).
         let max_body = self.limits.max_request_body_bytes;
-        if !upgrade && request.body().size_hint().lower() > max_body {
+        if !streaming && request.body().size_hint().lower() > max_body {
             trail.attrs = Some(attrs);
             return Err(too_large(max_body));
         }
@@ -271,7 +273,7 @@ impl Proxy {
         // happens before the response, the answer is 413.
         let mut exceeded = None;
         let request = request.map(|body| {
-            if body.is_end_stream() {
+            if streaming || body.is_end_stream() {
                 upstream::boxed(body)
             } else {
                 let flag = Arc::new(AtomicBool::new(false));
@@ -280,8 +282,9 @@ impl Proxy {
             }
         });
         let send = self.upstream.send_holding(request, in_flight);
-        let sent = if long_running {
-            // Watches and followed logs have no deadline: they end when either side ends them.
+        let sent = if streaming {
+            // Watches, logs and proxied requests have no deadline: they end when either side
+            // ends them.
             send.await
         } else {
             let timeout = self.limits.request_timeout;
@@ -436,6 +439,22 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Requests the apiserver treats as long-running (its `LongRunningRequestCheck`: the `watch` and
+/// `proxy` verbs, and the subresources `attach`, `exec`, `log`, `portforward` and `proxy`). It
+/// puts no deadline on them and does not limit a proxied body, so neither does infra-proxy.
+fn is_streaming(attrs: &Attributes) -> bool {
+    match attrs {
+        Attributes::Resource(r) => {
+            matches!(r.verb.as_str(), "watch" | "proxy")
+                || matches!(
+                    r.subresource.as_deref(),
+                    Some("attach" | "exec" | "log" | "portforward" | "proxy")
+                )
+        }
+        Attributes::NonResource(_) => false,
+    }
+}
+
 /// Watches and followed logs: counted while open.
 fn is_long_running(attrs: &Attributes, query: Option<&str>) -> bool {
     match attrs {
@@ -447,5 +466,51 @@ fn is_long_running(attrs: &Attributes, query: Option<&str>) -> bool {
                     }))
         }
         Attributes::NonResource(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(method: &str, path: &str, query: Option<&str>) -> Attributes {
+        attributes::parse(method, path, query).expect("valid attributes")
+    }
+
+    #[test]
+    fn what_the_apiserver_does_not_time_out_has_no_deadline_here() {
+        for (method, path, query) in [
+            ("GET", "/api/v1/namespaces/ns/pods", Some("watch=true")),
+            ("GET", "/api/v1/namespaces/ns/pods/p/log", None),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods/p/log",
+                Some("follow=true"),
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/pods/p/exec",
+                Some("command=ls"),
+            ),
+            ("GET", "/api/v1/namespaces/ns/pods/p/attach", None),
+            ("POST", "/api/v1/namespaces/ns/pods/p/portforward", None),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/services/https:svc:443/proxy/upload",
+                None,
+            ),
+            ("GET", "/api/v1/nodes/n1/proxy/stats/summary", None),
+            ("GET", "/api/v1/proxy/namespaces/ns/pods/p", None),
+        ] {
+            assert!(is_streaming(&attrs(method, path, query)), "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/ns/pods"),
+            ("POST", "/api/v1/namespaces/ns/configmaps"),
+            ("PUT", "/api/v1/namespaces/ns/pods/p/status"),
+            ("GET", "/version"),
+        ] {
+            assert!(!is_streaming(&attrs(method, path, None)), "{method} {path}");
+        }
     }
 }

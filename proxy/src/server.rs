@@ -55,12 +55,14 @@ pub struct Limits {
     /// Streams a client may open and reset before we close its connection (rapid reset).
     pub max_pending_accept_reset_streams: usize,
     /// Time the apiserver has to answer a request that is not long-running with its response
-    /// head; beyond: 504. Watches, followed logs and upgrades have no deadline.
+    /// head; beyond: 504. What the apiserver treats as long-running (watches, logs, exec,
+    /// attach, port-forward, proxy) has no deadline.
     pub request_timeout: Duration,
     /// Requests one user may have in flight at the apiserver at once (long-running ones count
     /// while open); beyond: 429.
     pub max_requests_in_flight_per_user: usize,
-    /// Largest request body (every request but upgrades); beyond: 413.
+    /// Largest request body (but those of upgrades and proxied requests, which stream); beyond:
+    /// 413.
     pub max_request_body_bytes: u64,
 }
 
