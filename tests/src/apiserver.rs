@@ -181,6 +181,7 @@ impl StandInBuilder {
             go_away: watch::channel(0).0,
             stalls: Mutex::new(Vec::new()),
             stalled: watch::channel(0).0,
+            handling: watch::channel(0).0,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(connection::serve(
@@ -229,6 +230,9 @@ struct Shared {
     stalls: Mutex<Vec<(String, Duration)>>,
     /// Requests waiting in a stall now.
     stalled: watch::Sender<usize>,
+    /// Requests being handled now (from their head until their answer's head, or until their
+    /// client gives up).
+    handling: watch::Sender<usize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -405,6 +409,16 @@ impl StandIn {
     pub async fn wait_for_stalled(&self, condition: impl Fn(usize) -> bool) {
         let mut stalled = self.shared.stalled.subscribe();
         stalled
+            .wait_for(|n| condition(*n))
+            .await
+            .expect("the stand-in lives as long as this borrow");
+    }
+
+    /// Waits until the number of requests being handled (from their head until their answer's
+    /// head: reading a body, or stalled) satisfies `condition`.
+    pub async fn wait_for_handling(&self, condition: impl Fn(usize) -> bool) {
+        let mut handling = self.shared.handling.subscribe();
+        handling
             .wait_for(|n| condition(*n))
             .await
             .expect("the stand-in lives as long as this borrow");

@@ -111,6 +111,8 @@ async fn handle(
     connection: &Connection,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
+    shared.handling.send_modify(|n| *n += 1);
+    let _handling = Handling(shared.clone());
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = if upgrade.is_some() {
@@ -152,6 +154,15 @@ async fn handle(
     };
     decorate(&parts.headers, response.headers_mut());
     response
+}
+
+/// A request being handled; counted until dropped.
+struct Handling(Arc<Shared>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.send_modify(|n| *n -= 1);
+    }
 }
 
 /// A request waiting in a stall; counted until dropped.

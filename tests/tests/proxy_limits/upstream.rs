@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt as _;
 use infra_tests::proxy::{Harness, https_get, wait_for};
 
-use crate::{EDITOR, HANG, POLICY, VIEWER, get, h2, status_of, text};
+use crate::{EDITOR, HANG, POLICY, VIEWER, get, h2, request, status_of, streamed, text};
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -44,6 +44,39 @@ async fn a_stalled_apiserver_gets_504_after_the_request_timeout() {
     tokio::time::timeout(HANG, h.standin.wait_for_stalled(|n| n == 0))
         .await
         .expect("the stalled upstream request is cancelled");
+}
+
+/// A request whose body is still coming when the deadline passes is given up whole: the body
+/// stops being piped and the upstream stream is reset, though the client keeps its body open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_sending_its_body_at_the_deadline_is_cancelled_upstream() {
+    let h = Harness::start_with(POLICY, |args| args.limits.request_timeout_seconds = 1).await;
+    let (mut sender, _connection) = h2(&h).await;
+    let (tx, body) = streamed();
+    let answer = tokio::spawn(
+        sender.send_request(
+            request(&h, "POST", CONFIGMAPS, EDITOR)
+                .header("content-type", "application/json")
+                .body(body)
+                .expect("a request"),
+        ),
+    );
+    tx.send(bytes::Bytes::from_static(b"{\"apiVersion\":"))
+        .await
+        .expect("the body is read");
+    tokio::time::timeout(HANG, h.standin.wait_for_handling(|n| n == 1))
+        .await
+        .expect("the apiserver is reading the body");
+    let response = tokio::time::timeout(HANG, answer)
+        .await
+        .expect("answered at the deadline")
+        .expect("the request task ran")
+        .expect("a response");
+    assert_eq!(response.status(), 504);
+    tokio::time::timeout(HANG, h.standin.wait_for_handling(|n| n == 0))
+        .await
+        .expect("the upstream request is cancelled while the client still holds its body");
+    drop(tx);
 }
 
 /// Long-running requests keep no total timeout: a watch outlives the request timeout and still
