@@ -13,13 +13,14 @@ use infra_authz::token::ClaimMapping;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Readiness};
-use crate::audit::{Audit, Sink};
+use crate::audit::{Audit, Reporting, Sink};
 use crate::authn::{Authenticator, IssuerConfig, KeySource};
 use crate::config::{ControlArgs, IssuerArgs, ServeArgs};
+use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::pipeline::Proxy;
 use crate::policy::{self, PolicyHandle, Reloader};
-use crate::server::{self, Drain, Limits};
+use crate::server::{self, Drain};
 use crate::streams::Streams;
 use crate::sync::SyncState;
 use crate::tls::{self, CertResolver, CertSource};
@@ -198,7 +199,17 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         Arc::clone(&metrics),
     )
     .await?;
-    let audit = Audit::start(audit_sink, 65_536).context("opening the audit log")?;
+    let audit = Audit::start(
+        audit_sink,
+        65_536,
+        Reporting {
+            mode: args.audit_fail,
+            failures: metrics.audit_failures.clone(),
+            readiness: Some(Arc::clone(&readiness)),
+        },
+    )
+    .context("opening the audit log")?;
+    let limits = args.limits.limits();
 
     // Configuration is good: bind.
     let admin_listener = admin::bind(args.admin_listen)
@@ -275,6 +286,8 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         clock,
         sync: sync.clone(),
         streams,
+        limits,
+        in_flight: InFlight::new(limits.max_requests_in_flight_per_user),
     });
     let drain = Drain::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
@@ -282,7 +295,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     tokio::spawn(server::serve(
         listener,
         acceptor,
-        Limits::default(),
+        limits,
         drain.clone(),
         move |request, peer| Arc::clone(&shared).handle(request, peer),
     ));
@@ -303,6 +316,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             sync.clone().ok_or_else(|| anyhow!("no snapshot state"))?,
             &args.destination,
             public_url,
+            limits,
         )
         .await?;
         tracing::info!(address = ?control_address, "control API serving");

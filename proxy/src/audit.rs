@@ -1,11 +1,21 @@
 //! The audit log: one JSON line per request, written off the request path.
+//!
+//! Requests hand their event to a bounded queue; a thread of its own writes the queue out in
+//! batches. When it cannot (a failed write, a full queue) the failure is counted
+//! (`infra_proxy_audit_failures_total`), shown in `/readyz`, and with `--audit-fail closed`
+//! requests are refused until the log can be written again.
 
 use std::cell::Cell;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::admin::Readiness;
 
 /// One audit event.
 #[derive(Debug, Default, Serialize)]
@@ -71,18 +81,122 @@ pub enum Sink {
     Off,
 }
 
+/// What the proxy does while it cannot record requests (`--audit-fail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailMode {
+    /// Keep serving; the failure is counted and shown.
+    #[default]
+    Open,
+    /// Refuse requests (503) until the audit log can be written again.
+    Closed,
+}
+
+/// Who hears that the audit log fails, and what the proxy does then.
+#[derive(Debug, Clone, Default)]
+pub struct Reporting {
+    /// Open or closed.
+    pub mode: FailMode,
+    /// Events not recorded (`infra_proxy_audit_failures_total`).
+    pub failures: Counter,
+    /// Where the failure is shown (`[!] audit: ...` in `/readyz`).
+    pub readiness: Option<Arc<Readiness>>,
+}
+
 /// The audit log's sending side. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {
     tx: Option<mpsc::Sender<Event>>,
+    health: Arc<Health>,
+}
+
+/// How the audit log fares, shared by the senders and the writer. While all is well nothing
+/// here is written: a request reads one flag (and only with `--audit-fail closed`), the writer
+/// reads two per batch it writes.
+#[derive(Debug)]
+struct Health {
+    reporting: Reporting,
+    /// The last write failed, or the writer is gone; cleared by the next write that succeeds.
+    write_failing: AtomicBool,
+    /// Events were dropped on a full queue since the writer last caught up.
+    dropping: AtomicBool,
+    /// Why the last write failed.
+    last_error: Mutex<String>,
+}
+
+impl Health {
+    /// Shows the state in `/readyz` (called when it changes, never per request).
+    fn show(&self) {
+        let Some(readiness) = &self.reporting.readiness else {
+            return;
+        };
+        let mut problems = Vec::new();
+        if self.write_failing.load(Ordering::Acquire) {
+            problems.push(
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            );
+        }
+        if self.dropping.load(Ordering::Acquire) {
+            problems.push("the audit queue is full: events are dropped".to_owned());
+        }
+        let warning = (!problems.is_empty()).then(|| {
+            let then = match self.reporting.mode {
+                FailMode::Open => "serving anyway (--audit-fail open)",
+                FailMode::Closed => "refusing requests (--audit-fail closed)",
+            };
+            format!("{}; {then}", problems.join("; "))
+        });
+        readiness.warn("audit", warning);
+    }
+
+    fn write_failed(&self, error: &std::io::Error, events: u64) {
+        self.reporting.failures.inc_by(events);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            format!("cannot write the audit log: {error}");
+        if !self.write_failing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "cannot write the audit log");
+            self.show();
+        }
+    }
+
+    /// A batch was written; `caught_up` says whether the queue is empty (asked only after
+    /// events were dropped).
+    fn wrote(&self, caught_up: impl FnOnce() -> bool) {
+        let mut changed = false;
+        if self.write_failing.load(Ordering::Relaxed) {
+            self.write_failing.store(false, Ordering::Release);
+            tracing::info!("the audit log is written again");
+            changed = true;
+        }
+        if self.dropping.load(Ordering::Relaxed) && caught_up() {
+            self.dropping.store(false, Ordering::Release);
+            changed = true;
+        }
+        if changed {
+            self.show();
+        }
+    }
 }
 
 impl Audit {
     /// Starts the writer. Events queue up to `capacity`; beyond that they are dropped with a
-    /// warning rather than slow every request (the count of dropped events is logged).
-    pub fn start(sink: Sink, capacity: usize) -> std::io::Result<Self> {
+    /// warning rather than slow every request. Events that are dropped, and those whose write
+    /// failed, are counted and shown as `reporting` says; with [`FailMode::Closed`] requests are
+    /// refused meanwhile ([`Self::refuses`]).
+    pub fn start(sink: Sink, capacity: usize, reporting: Reporting) -> std::io::Result<Self> {
+        let health = Arc::new(Health {
+            reporting,
+            write_failing: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+        });
         let mut out: Box<dyn Write + Send> = match sink {
-            Sink::Off => return Ok(Self { tx: None }),
+            Sink::Off => return Ok(Self { tx: None, health }),
             Sink::Stdout => Box::new(std::io::stdout()),
             Sink::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -92,40 +206,78 @@ impl Audit {
             ),
         };
         let (tx, mut rx) = mpsc::channel::<Event>(capacity);
+        let writer = Arc::clone(&health);
         std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
                 let mut buffer = Vec::with_capacity(64 * 1024);
                 while let Some(event) = rx.blocking_recv() {
                     write_line(&mut buffer, &event);
+                    let mut events = 1;
                     // Drain what is queued, then write once.
                     while let Ok(event) = rx.try_recv() {
                         write_line(&mut buffer, &event);
+                        events += 1;
                         if buffer.len() > 60 * 1024 {
                             break;
                         }
                     }
-                    if let Err(error) = out.write_all(&buffer).and_then(|()| out.flush()) {
-                        tracing::warn!(%error, "cannot write the audit log");
+                    match out.write_all(&buffer).and_then(|()| out.flush()) {
+                        Ok(()) => writer.wrote(|| rx.is_empty()),
+                        Err(error) => writer.write_failed(&error, events),
                     }
                     buffer.clear();
                 }
             })?;
-        Ok(Self { tx: Some(tx) })
+        Ok(Self {
+            tx: Some(tx),
+            health,
+        })
     }
 
     /// Records one event.
     pub fn record(&self, event: Event) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(event).is_err()
-        {
-            tracing::warn!("audit log queue full; an event was dropped");
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.health.reporting.failures.inc();
+                tracing::warn!("audit log queue full; an event was dropped");
+                if !self.health.dropping.swap(true, Ordering::AcqRel) {
+                    self.health.show();
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.health.reporting.failures.inc();
+                "the audit log writer stopped".clone_into(
+                    &mut self
+                        .health
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                if !self.health.write_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!("the audit log writer stopped");
+                    self.health.show();
+                }
+            }
         }
     }
 
     /// Whether events are recorded at all.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Whether a request must be refused because it could not be recorded: with
+    /// `--audit-fail closed`, while the last write failed or the queue is full.
+    pub fn refuses(&self) -> bool {
+        self.health.reporting.mode == FailMode::Closed
+            && self.tx.as_ref().is_some_and(|tx| {
+                self.health.write_failing.load(Ordering::Acquire) || tx.capacity() == 0
+            })
     }
 }
 

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
+use crate::audit::FailMode;
+use crate::server::Limits;
+
 /// infra-proxy: Infra's TLS proxy in front of kube-apiserver.
 #[derive(Debug, Parser)]
 #[command(name = "infra-proxy", version, about, long_about = None)]
@@ -101,6 +104,16 @@ pub struct ServeArgs {
     #[arg(long, env = "INFRA_AUDIT_LOG", default_value = "stdout")]
     pub audit_log: String,
 
+    /// What to do while the audit log cannot be written (a failed write, a full queue): `open`
+    /// keeps serving, `closed` refuses requests (503) until it can be written again. Both count
+    /// the events not recorded (`infra_proxy_audit_failures_total`) and show the failure in
+    /// /readyz.
+    #[arg(long, env = "INFRA_AUDIT_FAIL", value_enum, default_value_t = FailMode::Open)]
+    pub audit_fail: FailMode,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
     /// Streams per upstream HTTP/2 connection before another connection is opened.
     #[arg(long, env = "INFRA_UPSTREAM_MAX_STREAMS", default_value_t = 100)]
     pub upstream_max_streams: usize,
@@ -117,6 +130,93 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "INFRA_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Limits on clients: connections, idle time, time for the apiserver to answer, requests in
+/// flight per user, body size. The defaults are [`Limits::default`]'s.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Seconds a client connection may stay open with no request in flight (HTTP/2: no open
+    /// stream) before it is closed. An open watch, followed log or exec keeps its connection.
+    #[arg(
+        long,
+        env = "INFRA_IDLE_TIMEOUT",
+        default_value_t = Limits::default().idle_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idle_timeout_seconds: u64,
+
+    /// Client connections open at once (0: no limit); beyond it new connections are closed as
+    /// they are accepted.
+    #[arg(long, env = "INFRA_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Client connections open at once from one client address (0: no limit).
+    #[arg(
+        long,
+        env = "INFRA_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = Limits::default().max_connections_per_client
+    )]
+    pub max_connections_per_client: usize,
+
+    /// Seconds the apiserver has to start answering a request that is not long-running, as its
+    /// own --request-timeout; then 504. Watches, logs, exec, attach, port-forward and proxied
+    /// requests have no deadline.
+    #[arg(
+        long,
+        env = "INFRA_REQUEST_TIMEOUT",
+        default_value_t = Limits::default().request_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub request_timeout_seconds: u64,
+
+    /// Requests one user may have in flight at once, long-running ones included while they are
+    /// open (0: no limit); beyond it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "INFRA_MAX_REQUESTS_IN_FLIGHT_PER_USER",
+        default_value_t = Limits::default().max_requests_in_flight_per_user
+    )]
+    pub max_requests_in_flight_per_user: usize,
+
+    /// Largest request body in bytes (above the apiserver's own 3 MiB); beyond it: 413. Bodies
+    /// proxied to a pod, service or node stream and are not limited.
+    #[arg(
+        long,
+        env = "INFRA_MAX_REQUEST_BODY_BYTES",
+        default_value_t = Limits::default().max_request_body_bytes,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            idle_timeout_seconds: limits.idle_timeout.as_secs(),
+            max_connections: limits.max_connections,
+            max_connections_per_client: limits.max_connections_per_client,
+            request_timeout_seconds: limits.request_timeout.as_secs(),
+            max_requests_in_flight_per_user: limits.max_requests_in_flight_per_user,
+            max_request_body_bytes: limits.max_request_body_bytes,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The limits these flags set, the others at their defaults.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_seconds),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
+            max_requests_in_flight_per_user: self.max_requests_in_flight_per_user,
+            max_request_body_bytes: self.max_request_body_bytes,
+            ..Limits::default()
+        }
+    }
 }
 
 /// The embedded control plane: login, users, groups, grants, tokens. Enabled by
@@ -417,5 +517,49 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn limit_flags_default_to_the_limits_defaults() {
+        let cli = Cli::try_parse_from(os(&[
+            "infra-proxy",
+            "serve",
+            "--destination",
+            "production",
+            "--policy",
+            "policy.yaml",
+        ]))
+        .expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        let parsed = serve.limits.limits();
+        let default = LimitArgs::default().limits();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Limits::default()));
+        assert_eq!(serve.audit_fail, FailMode::Open);
+
+        let cli = Cli::try_parse_from(os(&[
+            "infra-proxy",
+            "serve",
+            "--destination",
+            "production",
+            "--policy",
+            "policy.yaml",
+            "--audit-fail",
+            "closed",
+            "--max-requests-in-flight-per-user",
+            "0",
+            "--idle-timeout-seconds",
+            "5",
+        ]))
+        .expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.audit_fail, FailMode::Closed);
+        let limits = serve.limits.limits();
+        assert_eq!(limits.max_requests_in_flight_per_user, 0);
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(5));
     }
 }

@@ -3,14 +3,14 @@
 //! The request life cycle, one direction, no back and forth (see docs/design.md):
 //!
 //! ```text
-//! accept (TLS, ALPN h2/http1.1, deadlines)      server.rs, tls.rs
-//!  -> authenticate (one bearer token, cached)   headers.rs, authn.rs
-//!  -> refuse smuggled identity (Impersonate-*)  headers.rs
-//!  -> attributes (verb, group, resource, ...)   infra_authz::attributes
-//!  -> decide (grants x RBAC, cached)            policy.rs, infra_authz::decision
-//!  -> rewrite (strip, impersonate, audit id)    headers.rs
-//!  -> forward (pooled h2, upgrades on h1)       upstream.rs, pipeline.rs
-//!  -> record (audit line, metrics)              audit.rs, metrics.rs
+//! accept (caps, TLS, ALPN h2/http1.1, deadlines)    server.rs, server/, tls.rs
+//!  -> authenticate (one bearer token, cached)      headers.rs, authn.rs
+//!  -> refuse smuggled identity (Impersonate-*)     headers.rs
+//!  -> attributes (verb, group, resource, ...)      infra_authz::attributes
+//!  -> decide (grants x RBAC, cached)               policy.rs, infra_authz::decision
+//!  -> rewrite (strip, impersonate, audit id)       headers.rs
+//!  -> forward (limits, pooled h2, upgrades on h1)  inflight.rs, upstream.rs, pipeline.rs
+//!  -> record (audit line, metrics)                 audit.rs, metrics.rs
 //! ```
 //!
 //! Every refusal becomes a Kubernetes `Status` in one place: [`status`].
@@ -21,6 +21,7 @@ pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod headers;
+pub mod inflight;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

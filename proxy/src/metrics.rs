@@ -56,6 +56,8 @@ pub struct Metrics {
     pub snapshot_age: Gauge,
     /// Long-running streams closed because their user lost access.
     pub streams_revoked: Counter,
+    /// Audit events not recorded: dropped on a full queue, or lost in a failed write.
+    pub audit_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -155,6 +157,12 @@ impl Metrics {
             "Long-running streams closed because their user lost access",
             streams_revoked.clone(),
         );
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_failures",
+            "Audit events not recorded: dropped on a full queue, or lost in a failed write",
+            audit_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -170,6 +178,7 @@ impl Metrics {
             grants_unknown_role,
             snapshot_age,
             streams_revoked,
+            audit_failures,
         }
     }
 

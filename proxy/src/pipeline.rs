@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use infra_authz::attributes::{self, Attributes};
 use infra_authz::clock::Clock;
@@ -16,8 +17,10 @@ use infra_authz::decision::{Decision, Identity, forbidden_status_message};
 use crate::audit::{Audit, AuditId, Event};
 use crate::authn::Authenticator;
 use crate::headers;
+use crate::inflight::{InFlight, InFlightRequest};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
+use crate::server::Limits;
 use crate::status::Refusal;
 use crate::streams::{self, Registration, Streams};
 use crate::sync::SyncState;
@@ -45,6 +48,10 @@ pub struct Proxy {
     pub sync: Option<Arc<SyncState>>,
     /// Open long-running requests, closed when their user loses access.
     pub streams: Arc<Streams>,
+    /// The request deadline, the body limit (and the listener's limits, not used here).
+    pub limits: Limits,
+    /// Requests in flight per user.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// What the pipeline learned, for the audit line and metrics.
@@ -169,6 +176,11 @@ impl Proxy {
         audit_id: AuditId,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Refusal> {
+        if self.audit.refuses() {
+            return Err(Refusal::Unavailable(
+                "infra-proxy cannot record requests in its audit log right now, and refuses what it cannot record (--audit-fail closed): please try again later".to_owned(),
+            ));
+        }
         let now = self.clock.now();
         if let Some(sync) = &self.sync
             && let Some(reason) = sync.refuse_reason(now)
@@ -211,6 +223,23 @@ impl Proxy {
         // 6. Rewrite.
         let upgrade = is_upgrade(&request);
         let long_running = upgrade || is_long_running(&attrs, request.uri().query());
+        // What the apiserver itself does not time out, and whose body streams through it.
+        let streaming = long_running || is_streaming(&attrs);
+        // A body the client says is too large is refused before anything goes upstream (an
+        // upgrade's body is never read; a proxied one streams to its backend).
+        let max_body = self.limits.max_request_body_bytes;
+        if !streaming && request.body().size_hint().lower() > max_body {
+            trail.attrs = Some(attrs);
+            return Err(too_large(max_body));
+        }
+        let Some(in_flight) = self.in_flight.acquire(identity.user()) else {
+            trail.attrs = Some(attrs);
+            return Err(Refusal::TooManyRequests(format!(
+                "Too many requests: {:?} has {} requests in flight through infra-proxy (--max-requests-in-flight-per-user; watches and other long-running requests count while open), please try again later",
+                identity.user(),
+                self.in_flight.limit()
+            )));
+        };
         let registration = long_running.then(|| self.streams.register(token, attrs.clone()));
         let credential = self.upstream.credential();
         headers::rewrite(
@@ -238,10 +267,45 @@ impl Proxy {
         // 7. Forward.
         if upgrade {
             // Upgrades are rare: boxed, so normal requests' futures stay small.
-            return Box::pin(self.forward_upgrade(request, registration)).await;
+            return Box::pin(self.forward_upgrade(request, registration, in_flight)).await;
         }
-        let request = request.map(upstream::boxed);
-        let response = self.upstream.send(request).await.map_err(|error| {
+        // A body that grows past the limit fails, which aborts the upstream request; if that
+        // happens before the response, the answer is 413.
+        let mut exceeded = None;
+        let request = request.map(|body| {
+            if streaming || body.is_end_stream() {
+                upstream::boxed(body)
+            } else {
+                let flag = Arc::new(AtomicBool::new(false));
+                exceeded = Some(Arc::clone(&flag));
+                upstream::limited(body, max_body, flag)
+            }
+        });
+        let send = self.upstream.send_holding(request, in_flight);
+        let sent = if streaming {
+            // Watches, logs and proxied requests have no deadline: they end when either side
+            // ends them.
+            send.await
+        } else {
+            let timeout = self.limits.request_timeout;
+            tokio::time::timeout(timeout, send).await.map_err(|_| {
+                tracing::warn!(
+                    timeout_s = timeout.as_secs(),
+                    "the apiserver did not answer in time"
+                );
+                Refusal::GatewayTimeout(format!(
+                    "the server was unable to return a response in the time allotted, but may still be processing the request (the apiserver did not answer within {}s)",
+                    timeout.as_secs()
+                ))
+            })?
+        };
+        let response = sent.map_err(|error| {
+            if exceeded
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::Acquire))
+            {
+                return too_large(max_body);
+            }
             tracing::warn!(%error, "upstream request failed");
             Refusal::BadGateway(format!(
                 "infra-proxy could not reach the apiserver: {error}"
@@ -265,6 +329,7 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         registration: Option<Registration>,
+        in_flight: InFlightRequest,
     ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
@@ -288,12 +353,17 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(Response::from_parts(parts, upstream::boxed(body)));
+            return Ok(Response::from_parts(
+                parts,
+                upstream::with_guard(upstream::boxed(body), in_flight),
+            ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let gauge = GaugeGuard::new(&self.metrics.open_upgrades);
         tokio::spawn(async move {
             let _gauge = gauge;
+            // The session counts as the user's request in flight while it is open.
+            let _in_flight = in_flight;
             let mut registration = registration;
             let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
             match (client, upstream) {
@@ -332,6 +402,13 @@ impl Proxy {
     }
 }
 
+/// A body over the limit, in the apiserver's words.
+fn too_large(limit: u64) -> Refusal {
+    Refusal::TooLarge(format!(
+        "Request entity too large: limit is {limit} bytes (infra-proxy's --max-request-body-bytes)"
+    ))
+}
+
 fn forbidden(identity: &Identity, attrs: &Attributes) -> Refusal {
     let (group, kind, name) = match attrs {
         Attributes::Resource(r) => (
@@ -362,6 +439,22 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Requests the apiserver treats as long-running (its `LongRunningRequestCheck`: the `watch` and
+/// `proxy` verbs, and the subresources `attach`, `exec`, `log`, `portforward` and `proxy`). It
+/// puts no deadline on them and does not limit a proxied body, so neither does infra-proxy.
+fn is_streaming(attrs: &Attributes) -> bool {
+    match attrs {
+        Attributes::Resource(r) => {
+            matches!(r.verb.as_str(), "watch" | "proxy")
+                || matches!(
+                    r.subresource.as_deref(),
+                    Some("attach" | "exec" | "log" | "portforward" | "proxy")
+                )
+        }
+        Attributes::NonResource(_) => false,
+    }
+}
+
 /// Watches and followed logs: counted while open.
 fn is_long_running(attrs: &Attributes, query: Option<&str>) -> bool {
     match attrs {
@@ -373,5 +466,51 @@ fn is_long_running(attrs: &Attributes, query: Option<&str>) -> bool {
                     }))
         }
         Attributes::NonResource(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(method: &str, path: &str, query: Option<&str>) -> Attributes {
+        attributes::parse(method, path, query).expect("valid attributes")
+    }
+
+    #[test]
+    fn what_the_apiserver_does_not_time_out_has_no_deadline_here() {
+        for (method, path, query) in [
+            ("GET", "/api/v1/namespaces/ns/pods", Some("watch=true")),
+            ("GET", "/api/v1/namespaces/ns/pods/p/log", None),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods/p/log",
+                Some("follow=true"),
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/pods/p/exec",
+                Some("command=ls"),
+            ),
+            ("GET", "/api/v1/namespaces/ns/pods/p/attach", None),
+            ("POST", "/api/v1/namespaces/ns/pods/p/portforward", None),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/services/https:svc:443/proxy/upload",
+                None,
+            ),
+            ("GET", "/api/v1/nodes/n1/proxy/stats/summary", None),
+            ("GET", "/api/v1/proxy/namespaces/ns/pods/p", None),
+        ] {
+            assert!(is_streaming(&attrs(method, path, query)), "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/ns/pods"),
+            ("POST", "/api/v1/namespaces/ns/configmaps"),
+            ("PUT", "/api/v1/namespaces/ns/pods/p/status"),
+            ("GET", "/version"),
+        ] {
+            assert!(!is_streaming(&attrs(method, path, None)), "{method} {path}");
+        }
     }
 }

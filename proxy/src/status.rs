@@ -35,7 +35,15 @@ pub enum Refusal {
     BadGateway(String),
     /// The apiserver did not answer in time (504).
     GatewayTimeout(String),
+    /// The user has too many requests in flight (429, with `Retry-After`).
+    TooManyRequests(String),
+    /// The request body is over the limit (413).
+    TooLarge(String),
 }
+
+/// Seconds a client told 429 should wait (`Retry-After`, and `retryAfterSeconds` in the
+/// `Status`), as the apiserver's own max-in-flight filter says.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 impl Refusal {
     /// The HTTP status code.
@@ -47,6 +55,8 @@ impl Refusal {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -59,6 +69,8 @@ impl Refusal {
             Self::Unavailable(_) => "ServiceUnavailable",
             Self::BadGateway(_) => "InternalError",
             Self::GatewayTimeout(_) => "Timeout",
+            Self::TooManyRequests(_) => "TooManyRequests",
+            Self::TooLarge(_) => "RequestEntityTooLarge",
         }
     }
 
@@ -71,7 +83,9 @@ impl Refusal {
             | Self::Impersonation(m)
             | Self::Unavailable(m)
             | Self::BadGateway(m)
-            | Self::GatewayTimeout(m) => m,
+            | Self::GatewayTimeout(m)
+            | Self::TooManyRequests(m)
+            | Self::TooLarge(m) => m,
             Self::Forbidden { message, .. } => message,
         }
     }
@@ -97,6 +111,9 @@ impl Refusal {
                 details = format!(",\"details\":{{{}}}", fields.join(","));
             }
         }
+        if let Self::TooManyRequests(_) = self {
+            details = format!(",\"details\":{{\"retryAfterSeconds\":{RETRY_AFTER_SECONDS}}}");
+        }
         format!(
             "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{},\"reason\":\"{}\"{details},\"code\":{}}}\n",
             json_string(self.message()),
@@ -118,11 +135,17 @@ impl Refusal {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache, private"),
         );
-        if matches!(self, Self::Unauthorized) {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"infra\""),
-            );
+        match self {
+            Self::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"infra\""),
+                );
+            }
+            Self::TooManyRequests(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
         }
         response
     }
@@ -163,6 +186,22 @@ mod tests {
             serde_json::from_str(&Refusal::Unauthorized.body()).expect("the body is JSON");
         assert_eq!(body["message"], "Unauthorized");
         assert_eq!(body["code"], 401);
+    }
+
+    #[test]
+    fn too_many_requests_says_when_to_retry() {
+        let refusal = Refusal::TooManyRequests("slow down".into());
+        let body: serde_json::Value =
+            serde_json::from_str(&refusal.body()).expect("the body is JSON");
+        assert_eq!(body["reason"], "TooManyRequests");
+        assert_eq!(body["code"], 429);
+        assert_eq!(body["details"]["retryAfterSeconds"], 1);
+        let response = refusal.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let too_large: serde_json::Value =
+            serde_json::from_str(&Refusal::TooLarge("big".into()).body()).expect("JSON");
+        assert_eq!(too_large["reason"], "RequestEntityTooLarge");
+        assert_eq!(too_large["code"], 413);
     }
 
     #[test]

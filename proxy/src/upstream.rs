@@ -32,7 +32,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-pub use body::{Body, BodyError, boxed, empty, full, with_guard};
+pub use body::{Body, BodyError, TooLarge, boxed, empty, full, limited, with_guard};
 pub use credential::{Credential, bearer};
 pub use kubeconfig::{from_kube, kube_config};
 

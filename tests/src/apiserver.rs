@@ -84,6 +84,7 @@ pub struct StandInBuilder {
     refuse_upgrades: bool,
     follow_tick: Option<Duration>,
     port_forward_target: Option<SocketAddr>,
+    http1_only: bool,
 }
 
 type CertificateDerOwned = rustls_pki_types::CertificateDer<'static>;
@@ -126,6 +127,13 @@ impl StandInBuilder {
         self
     }
 
+    /// Offer only HTTP/1.1 in ALPN (as an apiserver behind an HTTP/1.1-only load balancer).
+    #[must_use]
+    pub fn http1_only(mut self, only: bool) -> Self {
+        self.http1_only = only;
+        self
+    }
+
     /// Binds `127.0.0.1:0` and serves until the [`StandIn`] is dropped or shut down.
     pub async fn start(self) -> StandIn {
         certs::init_crypto();
@@ -145,7 +153,11 @@ impl StandInBuilder {
             .with_client_cert_verifier(verifier)
             .with_single_cert(serving.cert_chain(), serving.private_key())
             .expect("an rcgen key matches its certificate");
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls.alpn_protocols = if self.http1_only {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
 
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -167,6 +179,9 @@ impl StandInBuilder {
             streams,
             sessions: Mutex::new(JoinSet::new()),
             go_away: watch::channel(0).0,
+            stalls: Mutex::new(Vec::new()),
+            stalled: watch::channel(0).0,
+            handling: watch::channel(0).0,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(connection::serve(
@@ -211,6 +226,13 @@ struct Shared {
     sessions: Mutex<JoinSet<()>>,
     /// Counts [`StandIn::go_away`] calls: each open connection watches it.
     go_away: watch::Sender<u64>,
+    /// Path prefixes whose requests wait this long before they are answered.
+    stalls: Mutex<Vec<(String, Duration)>>,
+    /// Requests waiting in a stall now.
+    stalled: watch::Sender<usize>,
+    /// Requests being handled now (from their head until their answer's head, or until their
+    /// client gives up).
+    handling: watch::Sender<usize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -370,6 +392,36 @@ impl StandIn {
     /// Where forwarded ports lead from now on.
     pub fn set_port_forward_target(&self, upstream: SocketAddr) {
         *lock(&self.shared.port_forward_target) = Some(upstream);
+    }
+
+    /// From now on, requests whose path starts with `prefix` are recorded, then wait `delay`
+    /// before they are answered (an apiserver stuck on etcd, a slow admission webhook).
+    pub fn stall(&self, prefix: &str, delay: Duration) {
+        lock(&self.shared.stalls).push((prefix.to_owned(), delay));
+    }
+
+    /// Requests waiting in a stall now: one whose client gave up is no longer waiting.
+    pub fn stalled(&self) -> usize {
+        *self.shared.stalled.borrow()
+    }
+
+    /// Waits until the number of requests waiting in a stall satisfies `condition`.
+    pub async fn wait_for_stalled(&self, condition: impl Fn(usize) -> bool) {
+        let mut stalled = self.shared.stalled.subscribe();
+        stalled
+            .wait_for(|n| condition(*n))
+            .await
+            .expect("the stand-in lives as long as this borrow");
+    }
+
+    /// Waits until the number of requests being handled (from their head until their answer's
+    /// head: reading a body, or stalled) satisfies `condition`.
+    pub async fn wait_for_handling(&self, condition: impl Fn(usize) -> bool) {
+        let mut handling = self.shared.handling.subscribe();
+        handling
+            .wait_for(|n| condition(*n))
+            .await
+            .expect("the stand-in lives as long as this borrow");
     }
 
     /// Sends every open connection away as an apiserver that shuts down, or rebalances with

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use infra_proxy::app::{self, Running};
-use infra_proxy::config::{ControlArgs, IssuerArgs, ServeArgs};
+use infra_proxy::audit::FailMode;
+use infra_proxy::config::{ControlArgs, IssuerArgs, LimitArgs, ServeArgs};
 use serde_json::Value;
 
 pub mod client;
@@ -132,6 +133,8 @@ impl ControlHarness {
                 staleness_seconds: 900,
             },
             audit_log: dir.path().join("audit.log").display().to_string(),
+            audit_fail: FailMode::Open,
+            limits: LimitArgs::default(),
             upstream_max_streams: 100,
             rbac_reconcile: false,
             shutdown_grace_seconds: 1,
@@ -368,6 +371,8 @@ impl RemoteProxy {
                 staleness_seconds,
             },
             audit_log: "off".to_owned(),
+            audit_fail: FailMode::Open,
+            limits: LimitArgs::default(),
             upstream_max_streams: 100,
             rbac_reconcile: false,
             shutdown_grace_seconds: 1,

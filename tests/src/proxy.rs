@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use infra_authz::token::{Issuer, Jwks, SigningAlgorithm, SigningKey, TokenRequest};
 use infra_proxy::app::{self, Running};
-use infra_proxy::config::{ControlArgs, IssuerArgs, ServeArgs};
+use infra_proxy::audit::FailMode;
+use infra_proxy::config::{ControlArgs, IssuerArgs, LimitArgs, ServeArgs};
 
-use crate::apiserver::StandIn;
+use crate::apiserver::{StandIn, StandInBuilder};
 use crate::certs::{self, Ca};
 use crate::kubectl::{Credentials, Kubectl};
 
@@ -46,9 +47,26 @@ impl Harness {
         policy: &str,
         issuers: impl FnOnce(IssuerArgs) -> IssuerArgs,
     ) -> Self {
+        Self::start_custom(policy, StandIn::builder(), issuers, |_| {}).await
+    }
+
+    /// Starts a stand-in and a proxy deciding with `policy`, whose settings `configure` changes
+    /// (limits, audit) before it starts.
+    pub async fn start_with(policy: &str, configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        Self::start_custom(policy, StandIn::builder(), |infra| infra, configure).await
+    }
+
+    /// The most general start: the stand-in from `standin` (its bearer token is set here), the
+    /// issuers as [`Self::start_with_issuers`] takes them, the settings as [`Self::start_with`].
+    pub async fn start_custom(
+        policy: &str,
+        standin: StandInBuilder,
+        issuers: impl FnOnce(IssuerArgs) -> IssuerArgs,
+        configure: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (standin, kubeconfig) = upstream(dir.path()).await;
+        let (standin, kubeconfig) = upstream_of(dir.path(), standin).await;
 
         // The issuer's keys, published as a JWKS file.
         let key = SigningKey::generate(SigningAlgorithm::EdDsa).expect("key");
@@ -64,7 +82,7 @@ impl Harness {
         let policy_path = dir.path().join("policy.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
 
-        let args = ServeArgs {
+        let mut args = ServeArgs {
             destination: DESTINATION.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             tls_cert: Some(cert),
@@ -80,12 +98,15 @@ impl Harness {
             }),
             control: ControlArgs::default(),
             audit_log: dir.path().join("audit.log").display().to_string(),
+            audit_fail: FailMode::Open,
+            limits: LimitArgs::default(),
             upstream_max_streams: 100,
             rbac_reconcile: false,
             shutdown_grace_seconds: 1,
             worker_threads: None,
             log_format: "text".to_owned(),
         };
+        configure(&mut args);
         let proxy = app::start(args).await.expect("infra-proxy starts");
         Self {
             dir,
@@ -162,10 +183,12 @@ impl Harness {
 /// A stand-in apiserver that accepts [`UPSTREAM_TOKEN`], and a kubeconfig for it in `dir`: what
 /// a proxy in front of it is started with.
 pub async fn upstream(dir: &Path) -> (StandIn, PathBuf) {
-    let standin = StandIn::builder()
-        .bearer_token(UPSTREAM_TOKEN)
-        .start()
-        .await;
+    upstream_of(dir, StandIn::builder()).await
+}
+
+/// [`upstream`], from a stand-in built by `builder`.
+pub async fn upstream_of(dir: &Path, builder: StandInBuilder) -> (StandIn, PathBuf) {
+    let standin = builder.bearer_token(UPSTREAM_TOKEN).start().await;
     let upstream_kubeconfig = Kubectl::new(
         &standin.url(),
         standin.ca_pem(),

@@ -88,8 +88,9 @@ pub async fn serve(
     sync: Arc<SyncState>,
     name: &str,
     public_url: String,
+    limits: Limits,
 ) -> Result<()> {
-    serve_control(plane, listener, acceptor_for(resolver)?, drain);
+    serve_control(plane, listener, acceptor_for(resolver)?, drain, limits);
     let destination = NewDestination {
         name: name.to_owned(),
         url: public_url,
@@ -182,12 +183,13 @@ fn serve_control(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     drain: Drain,
+    limits: Limits,
 ) {
     let router = api::router(Arc::clone(plane));
     tokio::spawn(server::serve(
         listener,
         acceptor,
-        Limits::default(),
+        limits,
         drain,
         move |mut request: http::Request<hyper::body::Incoming>, peer| {
             // Rate limits and login lockouts count per client address.

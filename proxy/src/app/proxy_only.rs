@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
 use crate::policy::{FileOwner, PolicyHandle};
-use crate::server::Drain;
+use crate::server::{Drain, Limits};
 use crate::sync::SyncState;
 use crate::tls::CertResolver;
 
@@ -63,6 +63,7 @@ pub async fn serve(
     _sync: Arc<SyncState>,
     _name: &str,
     _public_url: String,
+    _limits: Limits,
 ) -> Result<()> {
     match *plane {}
 }

@@ -23,7 +23,17 @@ impl Upstream {
     /// A pooled HTTP/2 connection the apiserver has sent away (GOAWAY: it is shutting down, or
     /// rebalancing clients with `--goaway-chance`) refuses new streams before anything is sent,
     /// while its open watches go on; the request then goes to another connection, or a new one.
-    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        self.send_holding(request, ()).await
+    }
+
+    /// [`Self::send`], with `guard` held as long as the stream slot: until the response body
+    /// ends or is dropped (or until the request fails or is dropped before its response).
+    pub async fn send_holding<G: Send + Sync + Unpin + 'static>(
+        &self,
+        mut request: Request<Body>,
+        guard: G,
+    ) -> Result<Response<Body>, UpstreamError> {
         let mut attempts = 0;
         let (slot, ready) = loop {
             let slot = self.slot().await?;
@@ -54,12 +64,7 @@ impl Upstream {
                 Ok::<_, UpstreamError>(response?)
             }
             (Sender::H1(sender), _) => {
-                *request.version_mut() = http::Version::HTTP_11;
-                if let Some(authority) = self.base.authority()
-                    && let Ok(host) = HeaderValue::from_str(authority.as_str())
-                {
-                    request.headers_mut().insert(http::header::HOST, host);
-                }
+                self.origin_form(&mut request);
                 let mut sender = sender.lock().await;
                 // A pooled HTTP/1.1 connection is handed out only when idle; wait for it to be
                 // ready in case the previous response's end is still being read.
@@ -71,7 +76,25 @@ impl Upstream {
                 "an upstream HTTP/2 connection was not made ready".into(),
             )),
         }?;
-        Ok(response.map(|body| with_guard(body, slot)))
+        Ok(response.map(|body| with_guard(body, (slot, guard))))
+    }
+
+    /// Makes `request` an HTTP/1.1 request in origin form (`GET /path?query`, RFC 9112 section
+    /// 3.2.1) with the apiserver's `Host`: hyper's HTTP/1.1 client writes the request target as
+    /// it is given, and an absolute URI would go out in absolute form, which only proxies get.
+    fn origin_form<B>(&self, request: &mut Request<B>) {
+        *request.version_mut() = http::Version::HTTP_11;
+        if let Some(authority) = self.base.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let origin = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *request.uri_mut() = http::Uri::from(origin);
     }
 
     /// Sends an upgrade request on a dedicated HTTP/1.1 connection. The caller splices only
@@ -80,12 +103,7 @@ impl Upstream {
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        *request.version_mut() = http::Version::HTTP_11;
-        if let Some(authority) = self.base.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            request.headers_mut().insert(http::header::HOST, host);
-        }
+        self.origin_form(&mut request);
         let tls = self.connect_tls(&self.upgrade_tls).await?;
         let (mut sender, connection) = http1::Builder::new().handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
@@ -106,10 +124,14 @@ async fn send_h2(
     let (parts, body) = request.into_parts();
     let end = body.is_end_stream();
     let (response, stream) = sender.send_request(Request::from_parts(parts, ()), end)?;
-    if !end {
-        tokio::spawn(pipe_body(body, stream));
-    }
+    // The body is piped from a task of its own. Until the response head arrives, that task
+    // belongs to this request: if the request is given up (its deadline passed, its client
+    // went away) the pipe stops too, and with both handles gone h2 resets the stream.
+    let mut pipe =
+        AbortOnDrop((!end).then(|| tokio::spawn(pipe_body(body, stream)).abort_handle()));
     let response = response.await?;
+    // Answered: the rest of the body may still be wanted (or the apiserver resets the stream).
+    pipe.0 = None;
     Ok(response.map(|recv| {
         H2Body {
             recv,
@@ -117,6 +139,17 @@ async fn send_h2(
         }
         .boxed()
     }))
+}
+
+/// Aborts a task, if it still holds one, when dropped.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Copies a request body into its HTTP/2 stream as the stream's window allows. Ends the

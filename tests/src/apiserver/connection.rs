@@ -23,8 +23,11 @@ use super::request::Query;
 use super::response::status_response;
 use super::route::{Context, route};
 use super::status::Status;
-use super::{Body, MAX_BODY, Shared};
+use super::{Body, MAX_BODY, Shared, lock};
 use crate::certs;
+
+/// Go's `http.DefaultMaxHeaderBytes`, the apiserver's limit on a request head.
+const MAX_HEAD: usize = 1 << 20;
 
 pub(super) async fn serve(
     listener: TcpListener,
@@ -82,7 +85,13 @@ async fn serve_connection(
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &connection, request).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The apiserver's (Go's) limits on request heads, 1 MB, not hyper's smaller defaults: what
+    // a proxy in front lets through must reach it.
+    builder.http1().max_buf_size(MAX_HEAD + 64 * 1024);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(MAX_HEAD).expect("1 MB fits"));
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(serving);
     let result = tokio::select! {
@@ -102,6 +111,8 @@ async fn handle(
     connection: &Connection,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
+    shared.handling.send_modify(|n| *n += 1);
+    let _handling = Handling(shared.clone());
     let upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let body = if upgrade.is_some() {
@@ -114,6 +125,16 @@ async fn handle(
     };
     let caller = authenticate(shared, connection, &parts.headers);
     record(shared, connection, &parts, &caller, &body);
+    let stall = lock(&shared.stalls)
+        .iter()
+        .find(|(prefix, _)| parts.uri.path().starts_with(prefix.as_str()))
+        .map(|(_, delay)| *delay);
+    if let Some(delay) = stall {
+        // Counted while waiting; a client that gives up drops this future, and the count.
+        shared.stalled.send_modify(|n| *n += 1);
+        let _waiting = Stalled(shared.clone());
+        tokio::time::sleep(delay).await;
+    }
 
     let mut response = match user_of(&caller, &parts.headers) {
         Err(status) => status_response(&status),
@@ -133,6 +154,24 @@ async fn handle(
     };
     decorate(&parts.headers, response.headers_mut());
     response
+}
+
+/// A request being handled; counted until dropped.
+struct Handling(Arc<Shared>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A request waiting in a stall; counted until dropped.
+struct Stalled(Arc<Shared>);
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.0.stalled.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Headers the apiserver puts on every answer.

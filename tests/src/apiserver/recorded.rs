@@ -16,6 +16,10 @@ pub struct RecordedRequest {
     pub method: Method,
     /// Path and query, as sent.
     pub uri: Uri,
+    /// The request target as it came: over HTTP/1.1 in origin form (`/path?query`), or in
+    /// absolute form (`https://host/path`) when written for a proxy; over HTTP/2 with the
+    /// scheme and authority of its pseudo-headers.
+    pub target: Uri,
     pub version: Version,
     /// Every header line, duplicates kept.
     pub headers: HeaderMap,
@@ -67,6 +71,7 @@ pub(super) fn record(
     lock(&shared.recorded).push(RecordedRequest {
         method: parts.method.clone(),
         uri,
+        target: parts.uri.clone(),
         version: parts.version,
         headers: parts.headers.clone(),
         peer: connection.peer,

@@ -127,6 +127,15 @@ impl ProxyFiles {
             path(&self.jwks),
             "--audit-log".into(),
             "off".into(),
+            // The watch phase holds 10,000 connections from one address, each with a watch of
+            // the one user: above the default caps (10,000 connections, 256 per client, 100
+            // requests in flight per user), which are for many clients, not one load client.
+            "--max-connections".into(),
+            "0".into(),
+            "--max-connections-per-client".into(),
+            "0".into(),
+            "--max-requests-in-flight-per-user".into(),
+            "0".into(),
             "--log-format".into(),
             "json".into(),
         ]
