@@ -156,14 +156,15 @@ pub fn clean_response(headers: &mut HeaderMap, upgrade: bool) {
 /// instead of a hashed lookup per name that might be there.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, also: impl Fn(&str) -> bool) {
     let mut listed: Vec<HeaderName> = Vec::new();
+    // Read as bytes: a value with obs-text (0x80-0xFF) still names the headers around it, and
+    // skipping the whole value would forward them.
     for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            let token = token.trim();
-            if token.is_empty() || (upgrade && token.eq_ignore_ascii_case("upgrade")) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() || (upgrade && token.eq_ignore_ascii_case(b"upgrade")) {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(&token.to_ascii_lowercase()) {
                 listed.push(name);
             }
         }
@@ -328,6 +329,23 @@ mod tests {
         );
         assert_eq!(got("content-type"), ["application/apply-patch+yaml"]);
         assert_eq!(got("kubectl-command"), ["kubectl get"]);
+    }
+
+    #[test]
+    fn headers_named_in_a_connection_value_with_obs_text_are_stripped() {
+        // A byte of 0x80 or more in the value used to make it unreadable as text, so the
+        // headers it named went upstream (found by fuzzing).
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, \x80junk").expect("obs-text is a valid value"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("s3cr3t"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        clean_response(&mut headers, false);
+        assert!(headers.get("x-secret").is_none(), "{headers:?}");
+        assert!(headers.get("connection").is_none());
+        assert!(headers.get("x-kept").is_some());
     }
 
     #[test]

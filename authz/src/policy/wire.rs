@@ -40,7 +40,14 @@ impl TryFrom<&WireGrant> for Grant {
                 .resource
                 .parse::<Resource>()
                 .map_err(|e| format!("grant resource: {e}"))?,
-            expires_at: wire.expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            expires_at: wire
+                .expires_at
+                .map(|s| {
+                    UNIX_EPOCH
+                        .checked_add(Duration::from_secs(s))
+                        .ok_or_else(|| format!("grant expiry {s} is past what a time can hold"))
+                })
+                .transpose()?,
         })
     }
 }
@@ -65,6 +72,18 @@ mod tests {
         let wire = WireGrant::from(&grant);
         assert_eq!(wire.group.as_deref(), Some("Engineering"));
         assert_eq!(Grant::try_from(&wire), Ok(grant));
+    }
+
+    #[test]
+    fn a_grant_expiring_past_the_end_of_time_is_refused_not_a_panic() {
+        let wire = WireGrant {
+            user: Some("a".into()),
+            group: None,
+            role: "view".into(),
+            resource: "c".into(),
+            expires_at: Some(u64::MAX),
+        };
+        assert!(Grant::try_from(&wire).is_err());
     }
 
     #[test]

@@ -1474,6 +1474,21 @@ mod tests {
     }
 
     #[test]
+    fn a_token_expiring_past_the_year_9999_is_refused_not_a_panic() {
+        // Such an exp verified, and reading its expiry overflowed SystemTime (found by fuzzing).
+        let mut claims = infra_claims(T0);
+        claims["exp"] = json!(1_u64 << 63);
+        let err = verify_claims(&claims).expect_err("past the end of time");
+        assert!(matches!(err, TokenError::Malformed(_)), "{err:?}");
+        claims["exp"] = json!(T0 + 300);
+        let verified = verify_claims(&claims).expect("a normal expiry");
+        assert_eq!(
+            verified.expires_at(),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(T0 + 300)
+        );
+    }
+
+    #[test]
     fn a_token_with_a_group_breaking_the_name_rule_is_refused() {
         for group in [
             "Admins\u{202D}".to_owned(),

@@ -65,9 +65,12 @@ impl VerifiedToken {
         &self.claims.groups
     }
 
-    /// When the token expires (without the leeway).
+    /// When the token expires (without the leeway). The verifier refuses an `exp` past what a
+    /// `SystemTime` holds, so this cannot overflow; it saturates all the same.
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.claims.exp)
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.claims.exp))
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(MAX_TIME_CLAIM))
     }
 }
 
@@ -120,12 +123,19 @@ impl Default for ClaimMapping {
 
 /// The expiry and not-before rule, shared with the cache so that a cached answer is the answer
 /// a fresh check would give. Valid while `now < exp + leeway` and `nbf <= now + leeway`.
+/// The latest time a token may name: the end of year 9999 (RFC 3339's last year), far beyond any
+/// real expiry and well inside what a `SystemTime` holds.
+pub(in crate::token) const MAX_TIME_CLAIM: u64 = 253_402_300_799;
+
 pub(in crate::token) fn check_times(
     exp: u64,
     nbf: Option<u64>,
     now: u64,
     leeway: u64,
 ) -> Result<(), TokenError> {
+    if exp > MAX_TIME_CLAIM || nbf.is_some_and(|nbf| nbf > MAX_TIME_CLAIM) {
+        return Err(TokenError::Malformed("a time claim is past the year 9999"));
+    }
     if now >= exp.saturating_add(leeway) {
         return Err(TokenError::Expired { exp, now });
     }
