@@ -31,7 +31,7 @@ use infra_proxy::headers::{
 };
 use infra_proxy::status::Refusal;
 
-use crate::{findings, show};
+use crate::show;
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -197,12 +197,9 @@ fn check_bearer(client: &HeaderMap, context: &dyn Fn(&str) -> String) {
 /// The names listed in the client's `Connection` headers, read from their bytes as RFC 9110
 /// lists them (comma-separated, optional white space around), lower-cased.
 fn connection_listed(client: &HeaderMap) -> HashSet<HeaderName> {
-    let tolerate = findings::tolerated(findings::HEADERS_CONNECTION_OBS_TEXT);
     client
         .get_all(http::header::CONNECTION)
         .iter()
-        // Open finding: values with bytes 0x80-0xFF are skipped by the proxy.
-        .filter(|value| !tolerate || value.to_str().is_ok())
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .filter_map(|token| {
             let token = token.trim_ascii();

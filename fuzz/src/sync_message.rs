@@ -30,7 +30,7 @@ use infra_authz::token::Jwks;
 use infra_proxy::policy::PolicyHandle;
 use infra_proxy::sync::{Sessions, SyncState, snapshot_grants, snapshot_keys};
 
-use crate::{findings, show};
+use crate::show;
 
 /// The time decisions are made at: 2027-01-15T08:00:00Z.
 const NOW: u64 = 1_800_000_000;
@@ -58,21 +58,19 @@ pub fn sync_message(data: &[u8]) {
     }
 }
 
-/// Whether a wire grant is one the proxy must keep.
+/// Whether a wire grant is one the proxy must keep: one subject, a resource, and an expiry a
+/// time can hold.
 fn well_formed(wire: &WireGrant) -> bool {
-    wire.user.is_some() != wire.group.is_some() && wire.resource.parse::<Resource>().is_ok()
+    wire.user.is_some() != wire.group.is_some()
+        && wire.resource.parse::<Resource>().is_ok()
+        && wire.expires_at.is_none_or(|s| {
+            std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::from_secs(s))
+                .is_some()
+        })
 }
 
 fn check_snapshot(snapshot: &Snapshot, context: &dyn Fn(&str) -> String) {
-    // Open finding: an expiry past what `SystemTime` holds panics in `Grant::try_from`.
-    if findings::tolerated(findings::SYNC_GRANT_EXPIRY_OVERFLOW)
-        && snapshot
-            .grants
-            .iter()
-            .any(|g| g.expires_at.is_some_and(|s| i64::try_from(s).is_err()))
-    {
-        return;
-    }
     let grants = snapshot_grants(snapshot);
     let kept: Vec<&WireGrant> = snapshot.grants.iter().filter(|w| well_formed(w)).collect();
     assert_eq!(grants.len(), kept.len(), "{}", context("grants kept"));
