@@ -32,7 +32,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use infra_authz::policy::validate_subject_name;
 use infra_authz::token::{
-    ClaimMapping, DEFAULT_LEEWAY, Jwk, Jwks, SigningKey, TokenCache, TokenCacheConfig,
+    ClaimMapping, DEFAULT_LEEWAY, Jwk, Jwks, SigningKey, TokenCache, TokenCacheConfig, TokenError,
     TokenIdentity, TrustedKey, VerifiedToken, Verifier,
 };
 use ring::rand::SystemRandom;
@@ -357,12 +357,11 @@ fn check(fixture: &Fixture, token: &str, signer: Option<&str>, data: &[u8]) {
             .infra_cache
             .verify(&fixture.infra, token, AUDIENCE, now)
             .map(|v| (*v).clone());
-        assert_eq!(
-            cached,
-            direct,
+        assert!(
+            same_answer(&cached, &direct),
             "{}",
             context(&format!(
-                "the cache ({attempt}) disagrees with the verifier"
+                "the cache ({attempt}) disagrees with the verifier: {cached:?}, {direct:?}"
             ))
         );
     }
@@ -398,11 +397,12 @@ fn check(fixture: &Fixture, token: &str, signer: Option<&str>, data: &[u8]) {
             .external_cache
             .verify_mapped(&fixture.external, token, AUDIENCE, now)
             .map(|v| (*v).clone());
-        assert_eq!(
-            cached,
-            direct,
+        assert!(
+            same_answer(&cached, &direct),
             "{}",
-            context(&format!("the mapped cache ({attempt}) disagrees"))
+            context(&format!(
+                "the mapped cache ({attempt}) disagrees: {cached:?}, {direct:?}"
+            ))
         );
     }
     if let Ok(identity) = &direct {
@@ -433,6 +433,19 @@ fn check(fixture: &Fixture, token: &str, signer: Option<&str>, data: &[u8]) {
             "{}",
             context("an unverified email was mapped")
         );
+    }
+}
+
+/// Whether two answers for one token agree: the same verified token, or the same refusal. A
+/// token with several required claims missing or malformed is refused for one of them, and
+/// which one varies from call to call (jsonwebtoken checks them in the order of a `HashSet`;
+/// docs/fuzzing.md): any two such refusals agree.
+fn same_answer<T: PartialEq>(a: &Result<T, TokenError>, b: &Result<T, TokenError>) -> bool {
+    let claim =
+        |e: &TokenError| matches!(e, TokenError::MissingClaim(_) | TokenError::InvalidClaim(_));
+    match (a, b) {
+        (Err(x), Err(y)) if claim(x) && claim(y) => true,
+        _ => a == b,
     }
 }
 
