@@ -138,7 +138,7 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 const CRATES: &[&str] = &[
-    "api", "authz", "control", "proxy", "cli", "tests", "benches",
+    "api", "authz", "control", "proxy", "cli", "tests", "benches", "fuzz",
 ];
 
 #[test]
