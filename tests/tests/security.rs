@@ -48,17 +48,21 @@ async fn login_from(
     .await
 }
 
-/// How many password guesses at `name` were checked (each failed check is audited).
-async fn checked_guesses(h: &ControlHarness, name: &str) -> usize {
-    let events = h
-        .proxy
+/// Every event of the control plane's audit trail.
+async fn audit_events(h: &ControlHarness) -> Vec<infra_control::store::AuditEvent> {
+    h.proxy
         .control
         .as_ref()
         .expect("a control plane")
         .store()
-        .list_audit(0, 10_000)
+        .list_audit(0, 100_000)
         .await
-        .expect("the audit trail");
+        .expect("the audit trail")
+}
+
+/// How many password guesses at `name` were checked (each failed check is audited).
+async fn checked_guesses(h: &ControlHarness, name: &str) -> usize {
+    let events = audit_events(h).await;
     events
         .iter()
         .filter(|e| e.action == "user.login.failed" && e.target == format!("user {name:?}"))
@@ -205,15 +209,7 @@ async fn anonymous_clients_cannot_lock_admin_out_of_where_admin_logs_in() {
     )
     .await;
     assert_eq!(status, 200, "after the unlock: {body}");
-    let events = h
-        .proxy
-        .control
-        .as_ref()
-        .expect("control")
-        .store()
-        .list_audit(0, 10_000)
-        .await
-        .expect("audit");
+    let events = audit_events(&h).await;
     assert!(
         events
             .iter()
@@ -294,16 +290,7 @@ async fn login_oidc_start_and_tokens_are_rate_limited_per_client_address() {
 async fn huge_user_names_and_passwords_are_refused_before_any_work() {
     let h = ControlHarness::start_with("grants: []\n", behind_a_proxy(Options::default())).await;
     let admin = h.admin().await;
-    let before = h
-        .proxy
-        .control
-        .as_ref()
-        .expect("control")
-        .store()
-        .list_audit(0, 100_000)
-        .await
-        .expect("audit")
-        .len();
+    let before = audit_events(&h).await.len();
     // 1.9 MB of name: past the body limit, read no further.
     let (status, body, _) = login_from(&h, "192.0.2.1", &"a".repeat(1_900_000), "x").await;
     assert_eq!(status, 413, "{body}");
@@ -315,16 +302,7 @@ async fn huge_user_names_and_passwords_are_refused_before_any_work() {
     let (status, body, _) = login_from(&h, "192.0.2.3", "admin", &"c".repeat(50_000)).await;
     assert_eq!(status, 400, "{body}");
     assert!(started.elapsed() < Duration::from_secs(2));
-    let after = h
-        .proxy
-        .control
-        .as_ref()
-        .expect("control")
-        .store()
-        .list_audit(0, 100_000)
-        .await
-        .expect("audit")
-        .len();
+    let after = audit_events(&h).await.len();
     assert_eq!(after, before, "nothing was counted or recorded");
     let (status, body) = h
         .call(
@@ -353,15 +331,7 @@ async fn logins_failed_logins_and_token_issues_are_audited() {
         .await;
     assert_eq!(status, 401);
     let _token = h.token(&admin).await;
-    let events = h
-        .proxy
-        .control
-        .as_ref()
-        .expect("control")
-        .store()
-        .list_audit(0, 10_000)
-        .await
-        .expect("audit");
+    let events = audit_events(&h).await;
     let has = |action: &str, detail: &str| {
         events
             .iter()
