@@ -176,11 +176,9 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         )
         .await?,
     );
-    let rbac_client = if args.rbac_reconcile {
-        Some(crate::reconcile::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
-    } else {
-        None
-    };
+    let rbac_client =
+        crate::reconcile::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let rbac_status = Arc::new(crate::reconcile::RbacStatus::default());
     let cert_source = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => CertSource::Files {
             cert: cert.clone(),
@@ -288,6 +286,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         streams,
         limits,
         in_flight: InFlight::new(limits.max_requests_in_flight_per_user),
+        rbac: Arc::clone(&rbac_status),
     });
     let drain = Drain::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
@@ -335,15 +334,15 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             Arc::clone(&proxy.clock),
         )?;
     }
-    if let Some(client) = rbac_client {
-        crate::reconcile::spawn_with_clock(
-            client,
-            Arc::clone(&proxy.policy),
-            Arc::clone(&readiness),
-            Arc::clone(&proxy.metrics),
-            Arc::clone(&proxy.clock),
-        );
-    }
+    crate::reconcile::spawn_rbac(crate::reconcile::RbacTask {
+        client: rbac_client,
+        mode: args.rbac_reconcile,
+        handle: Arc::clone(&proxy.policy),
+        readiness: Arc::clone(&readiness),
+        metrics: Arc::clone(&proxy.metrics),
+        clock: Arc::clone(&proxy.clock),
+        status: rbac_status,
+    });
     tracing::info!(%address, %admin_address, destination = %args.destination, "infra-proxy serving");
     Ok(Running {
         address,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::audit::FailMode;
+use crate::reconcile::ReconcileMode;
 use crate::server::Limits;
 
 /// infra-proxy: Infra's TLS proxy in front of kube-apiserver.
@@ -82,17 +83,20 @@ pub struct ServeArgs {
     pub context: Option<String>,
 
     /// Keep RBAC bindings in the cluster that mirror this destination's grants (labelled
-    /// `app.kubernetes.io/managed-by: infra`, annotated `infra.dev/destination`), and decide
-    /// with the cluster's own ClusterRoles and Roles. Needs the bindings' rules of the README.
+    /// `app.kubernetes.io/managed-by: infra`, annotated `infra.dev/destination`): `auto` (the
+    /// default) when the proxy's credential may manage bindings, as it checks at start; `true`
+    /// always (what is missing is reported); `false` never, and then the cluster's own bindings
+    /// must allow what the grants allow. The cluster's ClusterRoles and Roles are watched and
+    /// used for decisions in every mode where the credential may list them.
     #[arg(
         long,
         env = "INFRA_RBAC_RECONCILE",
-        default_value_t = false,
-        action = clap::ArgAction::Set,
+        value_enum,
+        default_value_t = ReconcileMode::Auto,
         num_args = 0..=1,
         default_missing_value = "true"
     )]
-    pub rbac_reconcile: bool,
+    pub rbac_reconcile: ReconcileMode,
 
     #[command(flatten)]
     pub issuers: IssuerArgs,

@@ -26,6 +26,8 @@ use crate::streams::{self, Registration, Streams};
 use crate::sync::SyncState;
 use crate::upstream::{self, Body, Upstream};
 
+mod disagreement;
+
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
@@ -52,6 +54,8 @@ pub struct Proxy {
     pub limits: Limits,
     /// Requests in flight per user.
     pub in_flight: Arc<InFlight>,
+    /// Whether RBAC bindings are kept, for the words of a 403 the cluster gives.
+    pub rbac: Arc<crate::reconcile::RbacStatus>,
 }
 
 /// What the pipeline learned, for the audit line and metrics.
@@ -311,9 +315,23 @@ impl Proxy {
                 "infra-proxy could not reach the apiserver: {error}"
             ))
         })?;
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         headers::clean_response(&mut parts.headers, false);
         parts.version = http::Version::HTTP_11;
+        let note = match &trail.decision {
+            Some(Decision::Allow { grant }) if parts.status == StatusCode::FORBIDDEN => {
+                Some(format!(
+                    "{}, but the cluster refused it: {}",
+                    disagreement::allowed_by(grant),
+                    self.rbac.hint()
+                ))
+            }
+            _ => None,
+        };
+        if let Some(note) = note {
+            tracing::warn!(user = identity.user(), disagreement = %note, "the apiserver refused a request Infra allowed");
+            body = disagreement::explain(body, &mut parts.headers, &note).await;
+        }
         let body = match registration {
             Some(registration) => streams::closable(
                 upstream::with_guard(body, GaugeGuard::new(&self.metrics.open_watches)),

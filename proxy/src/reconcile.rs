@@ -32,14 +32,73 @@
 
 mod apply;
 mod desired;
+mod permissions;
 mod runner;
+mod start;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use desired::{
     Desired, DesiredBinding, KnownRoles, RoleKind, binding_name, desired, owned_by, role_set,
 };
+pub use permissions::{Needed, Permissions};
 pub use runner::{client, spawn, spawn_with_clock};
+pub use start::{RbacTask, spawn_rbac};
+
+/// Whether infra-proxy keeps RBAC bindings that mirror the grants (`--rbac-reconcile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReconcileMode {
+    /// When the proxy's credential may manage bindings (checked at start).
+    #[default]
+    Auto,
+    /// Always; what the credential lacks is reported.
+    #[value(name = "true", alias = "on")]
+    On,
+    /// Never: the cluster's own bindings must allow what the grants allow.
+    #[value(name = "false", alias = "off")]
+    Off,
+}
+
+/// What the proxy knows of its RBAC reconcile, for the words of a 403 the cluster gives to a
+/// request Infra allowed. Starts unknown (the permission check has not answered yet).
+#[derive(Debug, Default)]
+pub struct RbacStatus {
+    /// 0 unknown, 1 reconciling, 2 not reconciling.
+    state: AtomicU8,
+}
+
+impl RbacStatus {
+    /// Records whether bindings are being kept.
+    pub fn set_reconciling(&self, on: bool) {
+        self.state.store(if on { 1 } else { 2 }, Ordering::Release);
+    }
+
+    /// `Some(true)` when bindings are kept, `Some(false)` when not, `None` before the start-up
+    /// check has answered.
+    pub fn reconciling(&self) -> Option<bool> {
+        match self.state.load(Ordering::Acquire) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Why the cluster may refuse what Infra allowed, for the `Status` message and the log.
+    pub fn hint(&self) -> &'static str {
+        match self.reconciling() {
+            Some(false) => {
+                "RBAC reconcile is off (--rbac-reconcile), so the cluster needs a binding of its own that allows this for the user; turn reconcile on, or add that binding"
+            }
+            Some(true) => {
+                "the binding infra-proxy keeps for this grant is not in the cluster yet or could not be written (see infra-proxy's /readyz and its log)"
+            }
+            None => {
+                "infra-proxy has not yet learned what its credential may do in the cluster; no binding for this grant exists yet"
+            }
+        }
+    }
+}
 
 /// The label every binding Infra makes carries (with [`MANAGED_BY`]); the watches select it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -19,7 +19,10 @@
 //! - **exec, attach, port-forward** over WebSocket and SPDY: the `101 Switching Protocols` is
 //!   answered here and the session is played by [`crate::upgrade`];
 //! - `selfsubjectreviews` (`kubectl auth whoami`, answering the impersonated user) and the
-//!   access reviews (`kubectl auth can-i`, always allowed: the stand-in has no RBAC);
+//!   access reviews (`kubectl auth can-i`, always allowed);
+//! - **RBAC**, when built with [`StandInBuilder::enforce_rbac`]: resource requests are
+//!   authorized from the bindings and roles in its store, the default ClusterRoles of v1.32
+//!   loaded, so a missing binding is a 403 as on a real cluster;
 //! - **authentication of its caller**: a client certificate from its CA (or the one given to
 //!   [`StandInBuilder::client_ca`]) or the static bearer token; anything else is a 401 `Status`.
 //!   `Impersonate-User` / `Impersonate-Group` are honoured;
@@ -31,6 +34,7 @@ mod discovery;
 mod logs;
 mod objects;
 mod patch;
+mod rbac;
 mod recorded;
 mod request;
 mod response;
@@ -85,6 +89,8 @@ pub struct StandInBuilder {
     follow_tick: Option<Duration>,
     port_forward_target: Option<SocketAddr>,
     http1_only: bool,
+    enforce_rbac: bool,
+    stalls: Vec<(String, Duration)>,
 }
 
 type CertificateDerOwned = rustls_pki_types::CertificateDer<'static>;
@@ -124,6 +130,22 @@ impl StandInBuilder {
     #[must_use]
     pub fn port_forward_target(mut self, upstream: SocketAddr) -> Self {
         self.port_forward_target = Some(upstream);
+        self
+    }
+
+    /// From the start, hold requests whose path starts with `prefix` for `delay` (as
+    /// [`StandIn::stall`]).
+    #[must_use]
+    pub fn stall(mut self, prefix: &str, delay: Duration) -> Self {
+        self.stalls.push((prefix.to_owned(), delay));
+        self
+    }
+
+    /// Authorize resource requests with RBAC from the bindings and roles in the store, as a
+    /// real apiserver does (the default ClusterRoles of v1.32 are loaded); see `rbac`.
+    #[must_use]
+    pub fn enforce_rbac(mut self) -> Self {
+        self.enforce_rbac = true;
         self
     }
 
@@ -179,10 +201,14 @@ impl StandInBuilder {
             streams,
             sessions: Mutex::new(JoinSet::new()),
             go_away: watch::channel(0).0,
-            stalls: Mutex::new(Vec::new()),
+            stalls: Mutex::new(self.stalls),
             stalled: watch::channel(0).0,
             handling: watch::channel(0).0,
+            enforce_rbac: self.enforce_rbac,
         });
+        if self.enforce_rbac {
+            load_default_cluster_roles(&shared.store);
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(connection::serve(
             listener,
@@ -233,6 +259,27 @@ struct Shared {
     /// Requests being handled now (from their head until their answer's head, or until their
     /// client gives up).
     handling: watch::Sender<usize>,
+    /// Authorize resource requests with RBAC from the stored bindings (see `rbac`).
+    enforce_rbac: bool,
+}
+
+/// Every ClusterRole of a fresh v1.32 cluster, as captured from one.
+const DEFAULT_CLUSTER_ROLES: &str = include_str!("../../authz/data/all-default-clusterroles.yaml");
+
+fn load_default_cluster_roles(store: &Store) {
+    let list: Value =
+        serde_saphyr::from_str(DEFAULT_CLUSTER_ROLES).expect("the captured roles parse");
+    for mut role in list["items"].as_array().cloned().unwrap_or_default() {
+        if let Some(meta) = role["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+            meta.remove("uid");
+            meta.remove("creationTimestamp");
+        }
+        let (info, namespace) = resource_of(&role).expect("a ClusterRole");
+        store
+            .create(&info, &namespace, role)
+            .expect("a fresh store takes the default roles");
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

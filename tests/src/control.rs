@@ -17,7 +17,8 @@ pub use client::{Answer, Client, Refused, group_grant, user_grant};
 use crate::apiserver::StandIn;
 use crate::certs::{self, Ca};
 use crate::kubectl::{Credentials, Kubectl};
-use crate::proxy::{DESTINATION, upstream};
+use crate::proxy::{DESTINATION, upstream, upstream_of};
+pub use infra_proxy::reconcile::ReconcileMode;
 
 /// The bootstrap admin's password in every control harness.
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple-42";
@@ -42,6 +43,11 @@ pub struct Options {
     pub client_burst: Option<u32>,
     /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `--rbac-reconcile` (default here: off, the stand-in having no RBAC unless
+    /// [`Options::enforce_rbac`]).
+    pub rbac_reconcile: Option<ReconcileMode>,
+    /// The stand-in authorizes with RBAC from its bindings, as a real cluster does.
+    pub enforce_rbac: bool,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -83,7 +89,11 @@ impl ControlHarness {
     pub async fn start_with(policy: &str, options: Options) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (standin, kubeconfig) = upstream(dir.path()).await;
+        let mut builder = StandIn::builder();
+        if options.enforce_rbac {
+            builder = builder.enforce_rbac();
+        }
+        let (standin, kubeconfig) = upstream_of(dir.path(), builder).await;
         let ca = Ca::new("infra test CA");
         let (cert, cert_key) = ca.localhost_cert().write_to(dir.path(), "serving");
         let policy_path = dir.path().join("policy.yaml");
@@ -136,7 +146,7 @@ impl ControlHarness {
             audit_fail: FailMode::Open,
             limits: LimitArgs::default(),
             upstream_max_streams: 100,
-            rbac_reconcile: false,
+            rbac_reconcile: options.rbac_reconcile.unwrap_or(ReconcileMode::Off),
             shutdown_grace_seconds: 1,
             worker_threads: None,
             log_format: "text".to_owned(),
@@ -374,7 +384,7 @@ impl RemoteProxy {
             audit_fail: FailMode::Open,
             limits: LimitArgs::default(),
             upstream_max_streams: 100,
-            rbac_reconcile: false,
+            rbac_reconcile: infra_proxy::reconcile::ReconcileMode::Off,
             shutdown_grace_seconds: 1,
             worker_threads: None,
             log_format: "text".to_owned(),

@@ -101,7 +101,7 @@ impl Harness {
             audit_fail: FailMode::Open,
             limits: LimitArgs::default(),
             upstream_max_streams: 100,
-            rbac_reconcile: false,
+            rbac_reconcile: infra_proxy::reconcile::ReconcileMode::Off,
             shutdown_grace_seconds: 1,
             worker_threads: None,
             log_format: "text".to_owned(),

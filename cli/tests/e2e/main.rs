@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 mod basics;
 mod clusters;
+mod first_run;
 mod oidc;
 
 const POLICY: &str = "grants: []\n";

@@ -66,10 +66,21 @@ pub fn spawn_with_clock(
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let (reconciler, watches) = Reconciler::new(client, handle, readiness, metrics, clock);
-        reconciler.run(watches).await;
-    })
+    tokio::spawn(run(client, true, handle, readiness, metrics, clock))
+}
+
+/// Runs until aborted: watches the cluster's ClusterRoles and Roles and puts them in force, and
+/// with `writes` also keeps the bindings that mirror the grants.
+pub(super) async fn run(
+    client: kube::Client,
+    writes: bool,
+    handle: Arc<PolicyHandle>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) {
+    let (reconciler, watches) = Reconciler::new(client, writes, handle, readiness, metrics, clock);
+    reconciler.run(watches).await;
 }
 
 /// Which watch a signal comes from.
@@ -123,6 +134,8 @@ where
 struct Reconciler {
     /// Writes this destination's bindings.
     writer: Writer,
+    /// Whether bindings are kept; without, only the roles are watched and put in force.
+    writes: bool,
     handle: Arc<PolicyHandle>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
@@ -149,6 +162,7 @@ struct Reconciler {
 impl Reconciler {
     fn new(
         client: kube::Client,
+        writes: bool,
         handle: Arc<PolicyHandle>,
         readiness: Arc<Readiness>,
         metrics: Arc<Metrics>,
@@ -176,10 +190,17 @@ impl Reconciler {
             Api::<k8s::Role>::all(client.clone()),
             watcher::Config::default(),
         );
-        let watches = futures_util::stream::select_all([crb, rb, cr, r]);
+        let watches = if writes {
+            futures_util::stream::select_all([crb, rb, cr, r])
+        } else {
+            futures_util::stream::select_all([cr, r])
+        };
+        // Without writes the bindings are not watched: count them as listed.
+        let listed = [!writes, !writes, false, false];
         let destination = handle.destination().to_owned();
         let reconciler = Self {
             writer: Writer::new(client, destination.clone()),
+            writes,
             destination,
             grants: handle.subscribe_grants(),
             handle,
@@ -190,7 +211,7 @@ impl Reconciler {
             role_bindings,
             cluster_roles,
             roles,
-            listed: [false; 4],
+            listed,
             watch_errors: Default::default(),
             errors: Vec::new(),
             roles_in_force: None,
@@ -200,7 +221,15 @@ impl Reconciler {
     }
 
     async fn run(mut self, mut watches: Watches) {
-        tracing::info!(destination = %self.destination, "RBAC reconcile started");
+        if self.writes {
+            tracing::info!(destination = %self.destination, "RBAC reconcile started");
+        } else {
+            tracing::info!(destination = %self.destination, "watching the cluster's roles (RBAC reconcile off)");
+        }
+        self.readiness.set(
+            "roles",
+            Err("waiting for the first list of the cluster's ClusterRoles and Roles".to_owned()),
+        );
         self.publish();
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,13 +298,18 @@ impl Reconciler {
             .collect();
         problems.extend(self.errors.iter().map(String::as_str));
         let warning = if problems.is_empty() {
-            (!self.listed.iter().all(|l| *l)).then(|| {
+            (self.writes && !self.listed.iter().all(|l| *l)).then(|| {
                 "RBAC reconcile is waiting for the first list of the cluster's roles and bindings"
                     .to_owned()
             })
         } else {
             Some(format!(
-                "RBAC reconcile failing (retrying with backoff): {}",
+                "{} failing (retrying with backoff): {}",
+                if self.writes {
+                    "RBAC reconcile"
+                } else {
+                    "watching the cluster's roles"
+                },
                 problems.join("; ")
             ))
         };
@@ -308,6 +342,7 @@ impl Reconciler {
                 "RBAC reconcile: the cluster's roles are in force"
             );
             self.roles_in_force = Some(set.clone());
+            self.readiness.set("roles", Ok(()));
         }
         let grants = Arc::clone(&self.grants.borrow_and_update());
         let desired = desired(
@@ -317,6 +352,9 @@ impl Reconciler {
             self.clock.now(),
         );
         self.report_unknown(&desired.unknown_role);
+        if !self.writes {
+            return Ok(desired.next_expiry);
+        }
 
         let mut errors: Vec<ReconcileError> = Vec::new();
         for want in desired.bindings.values() {

@@ -4,13 +4,14 @@
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::Body;
 use super::response::json_response;
 use super::route::{Context, Target, parse_body};
 use super::status::Status;
+use super::{Body, Shared};
 
 /// The create-only review resources, answered from the caller's identity.
 pub(super) fn review(
+    shared: &Shared,
     target: &Target<'_>,
     context: &Context,
 ) -> Result<Option<Response<Body>>, Status> {
@@ -63,6 +64,32 @@ pub(super) fn review(
             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
             "incomplete": false,
         }),
+        "selfsubjectaccessreviews" if shared.enforce_rbac => {
+            let spec = &object["spec"]["resourceAttributes"];
+            let field = |name: &str| spec[name].as_str().unwrap_or_default().to_owned();
+            let (resource, subresource) = (field("resource"), field("subresource"));
+            let resource = if subresource.is_empty() {
+                resource
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            let namespace = field("namespace");
+            let (verb, group, name) = (field("verb"), field("group"), field("name"));
+            let request = super::rbac::Request {
+                verb: &verb,
+                group: &group,
+                resource: &resource,
+                name: &name,
+            };
+            let allowed = spec.is_object()
+                && super::rbac::allows(
+                    shared,
+                    user,
+                    &request,
+                    (!namespace.is_empty()).then_some(namespace.as_str()),
+                );
+            json!({"allowed": allowed})
+        }
         _ => json!({"allowed": true, "reason": "the stand-in apiserver allows everything"}),
     };
     Ok(Some(json_response(StatusCode::CREATED, &object)))

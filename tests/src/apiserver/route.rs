@@ -29,6 +29,9 @@ pub(super) struct Context {
     pub(super) body: Bytes,
     pub(super) user: User,
     pub(super) upgrade: Option<OnUpgrade>,
+    /// Made by infra-proxy for itself (see `connection::is_own`): not recorded, and its
+    /// watches are not counted among the open streams.
+    pub(super) own: bool,
 }
 
 impl Context {
@@ -129,7 +132,15 @@ fn resource(
         name,
         subresource,
     };
-    if let Some(response) = review(&target, &context)? {
+    if shared.enforce_rbac {
+        super::rbac::authorize(
+            shared,
+            &context.user,
+            &target,
+            super::rbac::verb(&target, &context),
+        )?;
+    }
+    if let Some(response) = review(shared, &target, &context)? {
         return Ok(response);
     }
     match (target.subresource, target.name) {

@@ -109,9 +109,14 @@ impl Status {
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
-                "{} \"{name}\" is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" \
+                "{}{} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" \
                  in API group \"{group}\"{scope}",
-                qualified(resource.split('/').next().unwrap_or(resource), group)
+                qualified(resource.split('/').next().unwrap_or(resource), group),
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" \"{name}\"")
+                }
             ),
         )
         .with_details(details(resource, group, name))

@@ -87,7 +87,7 @@ struct WatchState {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     encoder: WatchEncoder,
     ended: bool,
-    _guard: StreamGuard,
+    _guard: Option<StreamGuard>,
 }
 
 pub(super) fn watch(
@@ -134,7 +134,8 @@ pub(super) fn watch(
         deadline,
         encoder,
         ended: false,
-        _guard: StreamGuard::new(&shared.streams, |s| &mut s.watches),
+        // The proxy's own watches (of roles and bindings) are not the users' streams.
+        _guard: (!context.own).then(|| StreamGuard::new(&shared.streams, |s| &mut s.watches)),
     };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         if let Some(line) = state.first.pop_front() {
