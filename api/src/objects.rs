@@ -405,6 +405,10 @@ pub struct Destination {
     /// Roles its grants name that its cluster does not have.
     #[serde(default)]
     pub unknown_roles: Vec<String>,
+    /// RBAC bindings in its cluster, not made by Infra, that name users or groups of its grants:
+    /// the proxy decides from grants and does not honour them.
+    #[serde(default)]
+    pub outside_bindings: Vec<String>,
 }
 
 /// `PUT /api/destinations/{name}`: a proxy registers (and heartbeats) its destination.
@@ -420,4 +424,7 @@ pub struct DestinationBody {
     /// Roles the destination's grants name that its cluster does not have.
     #[serde(default)]
     pub unknown_roles: Vec<String>,
+    /// RBAC bindings in its cluster, not made by Infra, that name users or groups of its grants.
+    #[serde(default)]
+    pub outside_bindings: Vec<String>,
 }

@@ -143,6 +143,7 @@ fn destinations_list() {
         last_seen_at: Some(ts("2026-11-22T13:50:06Z")),
         connected: true,
         unknown_roles: vec![],
+        outside_bindings: vec![],
     }];
     both("destinations", &list, || {
         commands::destinations_table(&list)

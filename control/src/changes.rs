@@ -353,9 +353,9 @@ impl ControlPlane {
         &self,
         actor: &str,
         destination: &NewDestination,
-        unknown_roles: Vec<String>,
+        report: crate::plane::ClusterReport,
     ) -> Changed<Destination> {
-        self.report_unknown_roles(&destination.name, unknown_roles);
+        self.report_cluster(&destination.name, report);
         Ok(self
             .store()
             .put_destination(actor, destination, self.now())

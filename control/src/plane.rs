@@ -90,6 +90,15 @@ impl ControlConfig {
     }
 }
 
+/// What a destination's proxy says of its cluster (kept in memory, renewed by its heartbeats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterReport {
+    /// Roles its grants name that the cluster lacks.
+    pub unknown_roles: Vec<String>,
+    /// Bindings made outside Infra that name its grants' users or groups.
+    pub outside_bindings: Vec<String>,
+}
+
 /// The control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -107,7 +116,7 @@ pub struct ControlPlane {
     replica: String,
     /// What each destination's proxy last reported: roles its grants name that its cluster does
     /// not have.
-    unknown_roles: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+    cluster_reports: std::sync::Mutex<std::collections::HashMap<String, ClusterReport>>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -136,7 +145,7 @@ impl ControlPlane {
             generation: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::Mutex::new(std::collections::HashMap::new()),
             replica: uuid::Uuid::new_v4().to_string(),
-            unknown_roles: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cluster_reports: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             rng: SystemRandom::new(),
             oidc,
@@ -181,27 +190,33 @@ impl ControlPlane {
         });
     }
 
-    /// Records the roles `destination`'s proxy says its grants name but its cluster lacks.
-    pub fn report_unknown_roles(&self, destination: &str, roles: Vec<String>) {
+    /// Records what `destination`'s proxy says of its cluster: the roles its grants name but
+    /// the cluster lacks, and the bindings made outside Infra that name its grants' subjects.
+    pub fn report_cluster(&self, destination: &str, report: ClusterReport) {
         let mut known = self
-            .unknown_roles
+            .cluster_reports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if roles.is_empty() {
+        if report == ClusterReport::default() {
             known.remove(destination);
         } else {
-            known.insert(destination.to_owned(), roles);
+            known.insert(destination.to_owned(), report);
         }
     }
 
-    /// The roles `destination`'s proxy last reported missing.
-    pub fn unknown_roles(&self, destination: &str) -> Vec<String> {
-        self.unknown_roles
+    /// What `destination`'s proxy last said of its cluster.
+    pub fn cluster_report(&self, destination: &str) -> ClusterReport {
+        self.cluster_reports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(destination)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The roles `destination`'s proxy last reported missing.
+    pub fn unknown_roles(&self, destination: &str) -> Vec<String> {
+        self.cluster_report(destination).unknown_roles
     }
 
     /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a

@@ -382,6 +382,9 @@ fn answers_fit_their_schemas_and_write_every_documented_property() {
         last_seen_at: Some(at()),
         connected: true,
         unknown_roles: vec!["deployer".into()],
+        outside_bindings: vec![
+            r#"RoleBinding "default/x" binds user "suzie" to ClusterRole "view""#.into(),
+        ],
     };
     fits(
         &doc,
@@ -538,6 +541,9 @@ fn requests_the_clients_send_fit_their_schemas() {
             ca_pem: "-----BEGIN CERTIFICATE-----".into(),
             version: "0.1.0".into(),
             unknown_roles: vec![],
+            outside_bindings: vec![
+                "ClusterRoleBinding \"x\" binds group \"eng\" to ClusterRole \"view\"".into(),
+            ],
         }],
         true,
     );

@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Grants of this destination naming a role that exists nowhere (not built in, no
     /// ClusterRole of the cluster, no Role of the grant's namespace).
     pub grants_unknown_role: Gauge,
+    /// RBAC bindings made outside Infra that name users or groups of this destination's grants.
+    pub outside_bindings: Gauge,
     /// Seconds since the control plane was last heard from (proxy-only mode; -1: never).
     pub snapshot_age: Gauge,
     /// Long-running streams closed because their user lost access.
@@ -145,6 +147,12 @@ impl Metrics {
             "Grants naming a role that exists nowhere in the cluster",
             grants_unknown_role.clone(),
         );
+        let outside_bindings = Gauge::default();
+        registry.register(
+            "outside_bindings",
+            "RBAC bindings not made by Infra that name users or groups of its grants (not honoured by the proxy)",
+            outside_bindings.clone(),
+        );
         let snapshot_age = Gauge::default();
         registry.register(
             "snapshot_age_seconds",
@@ -176,6 +184,7 @@ impl Metrics {
             policy_generation,
             reconcile_errors,
             grants_unknown_role,
+            outside_bindings,
             snapshot_age,
             streams_revoked,
             audit_failures,

@@ -31,6 +31,8 @@ pub struct PolicyHandle {
     generation: AtomicU64,
     /// The grants in force, for those who act on them (RBAC reconcile).
     grants: tokio::sync::watch::Sender<Arc<Vec<Grant>>>,
+    /// Bindings made outside Infra naming the grants' subjects, as the RBAC watch last saw.
+    outside_bindings: std::sync::Mutex<Vec<String>>,
 }
 
 impl PolicyHandle {
@@ -46,6 +48,7 @@ impl PolicyHandle {
             cache: DecisionCache::new(100_000),
             generation: AtomicU64::new(1),
             grants,
+            outside_bindings: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -119,6 +122,23 @@ impl PolicyHandle {
         roles.sort();
         roles.dedup();
         roles
+    }
+
+    /// Records the bindings made outside Infra that name the grants' users or groups.
+    pub fn set_outside_bindings(&self, bindings: Vec<String>) {
+        *self
+            .outside_bindings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bindings;
+    }
+
+    /// The bindings made outside Infra that name the grants' users or groups (the proxy does not
+    /// honour them: it decides from grants), as last seen.
+    pub fn outside_bindings(&self) -> Vec<String> {
+        self.outside_bindings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The number of grants in force for this destination.

@@ -32,6 +32,7 @@
 
 mod apply;
 mod desired;
+mod outside;
 mod permissions;
 mod runner;
 mod start;
@@ -42,6 +43,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub use desired::{
     Desired, DesiredBinding, KnownRoles, RoleKind, binding_name, desired, owned_by, role_set,
 };
+pub use outside::outside_bindings;
 pub use permissions::{Needed, Permissions};
 pub use runner::{client, spawn, spawn_with_clock};
 pub use start::{RbacTask, spawn_rbac};

@@ -381,6 +381,7 @@ async fn register(
             "ca_pem": remote.serving_ca_pem,
             "version": env!("CARGO_PKG_VERSION"),
             "unknown_roles": handle.unknown_roles(),
+            "outside_bindings": handle.outside_bindings(),
         }))
         .timeout(Duration::from_secs(15))
         .send()

@@ -116,6 +116,7 @@ async fn the_permission_check_names_exactly_what_the_credential_lacks() {
         Permissions {
             impersonate: vec![],
             read_roles: vec![],
+            read_bindings: vec![],
             reconcile: vec![bind("clusterroles"), bind("roles")],
         }
     );
@@ -125,5 +126,63 @@ async fn the_permission_check_names_exactly_what_the_credential_lacks() {
     let permissions = Permissions::check(&client).await.expect("answered");
     assert_eq!(permissions.impersonate.len(), 2, "{permissions:?}");
     assert_eq!(permissions.read_roles.len(), 4, "{permissions:?}");
+    assert_eq!(permissions.read_bindings.len(), 4, "{permissions:?}");
     assert_eq!(permissions.reconcile.len(), 18, "{permissions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_made_outside_infra_for_its_users_are_reported_not_honoured() {
+    let policy =
+        format!("grants:\n  - user: suzie\n    role: view\n    resource: {DESTINATION}.web\n");
+    let h = Harness::start(&policy).await;
+    h.standin
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}))
+        .expect("a namespace");
+    h.standin
+        .create(json!({
+            "apiVersion": RBAC,
+            "kind": "RoleBinding",
+            "metadata": {"name": "suzie-edits-default", "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "User", "name": "suzie", "apiGroup": "rbac.authorization.k8s.io"}],
+        }))
+        .expect("a RoleBinding made by hand");
+    let readyz = format!("http://{}/readyz", h.proxy.admin_address);
+    let report = wait_for(|| async {
+        let report = http_get(&readyz).await;
+        report.contains("[!] outside-bindings").then_some(report)
+    })
+    .await;
+    assert!(
+        report.contains(
+            r#"RoleBinding "default/suzie-edits-default" binds user "suzie" to ClusterRole "edit""#
+        ),
+        "{report}"
+    );
+    let metrics = http_get(&format!("http://{}/metrics", h.proxy.admin_address)).await;
+    assert!(
+        metrics.contains("infra_proxy_outside_bindings 1"),
+        "{metrics}"
+    );
+    assert_eq!(h.proxy.proxy.policy.outside_bindings().len(), 1);
+
+    // The proxy decides from grants: the binding gives suzie nothing in default.
+    let denied = h
+        .kubectl_as("suzie", &[])
+        .run(&["get", "pods", "-n", "default"])
+        .await;
+    assert!(
+        denied
+            .stderr
+            .contains(r#"User "suzie" cannot list resource "pods""#),
+        "{}",
+        denied.stderr
+    );
+
+    // Gone from the cluster, gone from the report.
+    h.standin
+        .delete(RBAC, "RoleBinding", "default", "suzie-edits-default")
+        .expect("deleted");
+    wait_for(|| async { (!http_get(&readyz).await.contains("outside-bindings")).then_some(()) })
+        .await;
 }

@@ -28,6 +28,7 @@ fn project(
         last_seen_at: opt_time(destination.last_seen_at),
         connected,
         unknown_roles: plane.unknown_roles(&destination.name),
+        outside_bindings: plane.cluster_report(&destination.name).outside_bindings,
     }
 }
 
@@ -66,7 +67,10 @@ pub(super) async fn put(
                 ca_pem: body.ca_pem,
                 version: body.version,
             },
-            body.unknown_roles,
+            crate::plane::ClusterReport {
+                unknown_roles: body.unknown_roles,
+                outside_bindings: body.outside_bindings,
+            },
         )
         .await?;
     Ok(ok(project(&plane, &destination, plane.now())))

@@ -302,7 +302,13 @@ async fn spawn_control_sync(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            plane.report_unknown_roles(&destination.name, reporter.unknown_roles());
+            plane.report_cluster(
+                &destination.name,
+                infra_control::plane::ClusterReport {
+                    unknown_roles: reporter.unknown_roles(),
+                    outside_bindings: reporter.outside_bindings(),
+                },
+            );
             if let Err(error) = plane
                 .store()
                 .touch_destination(&destination.name, &destination.version, plane.now())

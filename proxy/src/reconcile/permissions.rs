@@ -56,6 +56,14 @@ pub const READ_ROLES: [Needed; 4] = [
     needed("watch", RBAC, "roles"),
 ];
 
+/// To see the cluster's bindings (those made outside Infra that name its users are reported).
+pub const READ_BINDINGS: [Needed; 4] = [
+    needed("list", RBAC, "clusterrolebindings"),
+    needed("watch", RBAC, "clusterrolebindings"),
+    needed("list", RBAC, "rolebindings"),
+    needed("watch", RBAC, "rolebindings"),
+];
+
 /// To keep the bindings that mirror the grants.
 pub const RECONCILE: [Needed; 14] = [
     needed("get", RBAC, "clusterrolebindings"),
@@ -81,6 +89,8 @@ pub struct Permissions {
     pub impersonate: Vec<Needed>,
     /// Missing of [`READ_ROLES`].
     pub read_roles: Vec<Needed>,
+    /// Missing of [`READ_BINDINGS`].
+    pub read_bindings: Vec<Needed>,
     /// Missing of [`RECONCILE`] (and of [`READ_ROLES`], which reconcile needs too).
     pub reconcile: Vec<Needed>,
 }
@@ -124,6 +134,7 @@ impl Permissions {
         Self {
             impersonate: of(&IMPERSONATE),
             read_roles: of(&READ_ROLES),
+            read_bindings: of(&READ_BINDINGS),
             reconcile,
         }
     }

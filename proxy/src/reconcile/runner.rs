@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::apply::Writer;
 use super::desired::{KnownRoles, desired, role_set};
-use super::{MANAGED_BY, MANAGED_BY_LABEL, ReconcileError, chain};
+use super::{ReconcileError, chain};
 use crate::admin::Readiness;
 use crate::metrics::Metrics;
 use crate::policy::PolicyHandle;
@@ -66,20 +66,32 @@ pub fn spawn_with_clock(
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(client, true, handle, readiness, metrics, clock))
+    tokio::spawn(run(client, true, true, handle, readiness, metrics, clock))
 }
 
-/// Runs until aborted: watches the cluster's ClusterRoles and Roles and puts them in force, and
-/// with `writes` also keeps the bindings that mirror the grants.
+/// Runs until aborted: watches the cluster's ClusterRoles and Roles and puts them in force; with
+/// `read_bindings` also watches every binding (reporting those made outside Infra for the
+/// grants' users and groups), and with `writes` keeps the bindings that mirror the grants.
 pub(super) async fn run(
     client: kube::Client,
     writes: bool,
+    read_bindings: bool,
     handle: Arc<PolicyHandle>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) {
-    let (reconciler, watches) = Reconciler::new(client, writes, handle, readiness, metrics, clock);
+    let (reconciler, watches) = Reconciler::new(
+        client,
+        Modes {
+            writes,
+            read_bindings: read_bindings || writes,
+        },
+        handle,
+        readiness,
+        metrics,
+        clock,
+    );
     reconciler.run(watches).await;
 }
 
@@ -131,11 +143,24 @@ where
     (store, Box::pin(stream))
 }
 
+/// What the reconciler does besides watching roles.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    /// Keep the bindings that mirror the grants.
+    writes: bool,
+    /// Watch every binding (implied by `writes`).
+    read_bindings: bool,
+}
+
 struct Reconciler {
     /// Writes this destination's bindings.
     writer: Writer,
     /// Whether bindings are kept; without, only the roles are watched and put in force.
     writes: bool,
+    /// Whether the bindings are watched.
+    read_bindings: bool,
+    /// The bindings made outside Infra last reported.
+    outside_reported: Option<Vec<String>>,
     handle: Arc<PolicyHandle>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
@@ -162,23 +187,23 @@ struct Reconciler {
 impl Reconciler {
     fn new(
         client: kube::Client,
-        writes: bool,
+        modes: Modes,
         handle: Arc<PolicyHandle>,
         readiness: Arc<Readiness>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> (Self, Watches) {
-        let labelled =
-            || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        // Every binding, not only Infra's: those made outside Infra are reported. Infra's own are
+        // told apart by their label and annotation before anything is changed or deleted.
         let (cluster_role_bindings, crb) = watch(
             Source::ClusterRoleBindings,
             Api::<k8s::ClusterRoleBinding>::all(client.clone()),
-            labelled(),
+            watcher::Config::default(),
         );
         let (role_bindings, rb) = watch(
             Source::RoleBindings,
             Api::<k8s::RoleBinding>::all(client.clone()),
-            labelled(),
+            watcher::Config::default(),
         );
         let (cluster_roles, cr) = watch(
             Source::ClusterRoles,
@@ -190,17 +215,23 @@ impl Reconciler {
             Api::<k8s::Role>::all(client.clone()),
             watcher::Config::default(),
         );
-        let watches = if writes {
+        let Modes {
+            writes,
+            read_bindings,
+        } = modes;
+        let watches = if read_bindings {
             futures_util::stream::select_all([crb, rb, cr, r])
         } else {
             futures_util::stream::select_all([cr, r])
         };
-        // Without writes the bindings are not watched: count them as listed.
-        let listed = [!writes, !writes, false, false];
+        // Bindings not watched count as listed.
+        let listed = [!read_bindings, !read_bindings, false, false];
         let destination = handle.destination().to_owned();
         let reconciler = Self {
             writer: Writer::new(client, destination.clone()),
             writes,
+            read_bindings,
+            outside_reported: None,
             destination,
             grants: handle.subscribe_grants(),
             handle,
@@ -352,6 +383,15 @@ impl Reconciler {
             self.clock.now(),
         );
         self.report_unknown(&desired.unknown_role);
+        if self.read_bindings {
+            let outside = super::outside_bindings(
+                &self.destination,
+                &grants,
+                self.cluster_role_bindings.state().iter().map(|b| &**b),
+                self.role_bindings.state().iter().map(|b| &**b),
+            );
+            self.report_outside(outside);
+        }
         if !self.writes {
             return Ok(desired.next_expiry);
         }
@@ -387,6 +427,31 @@ impl Reconciler {
             }
             Err(())
         }
+    }
+
+    fn report_outside(&mut self, lines: Vec<String>) {
+        self.metrics
+            .outside_bindings
+            .set(i64::try_from(lines.len()).unwrap_or(i64::MAX));
+        if self.outside_reported.as_ref() == Some(&lines) {
+            return;
+        }
+        if lines.is_empty() {
+            self.readiness.warn("outside-bindings", None);
+        } else {
+            for line in &lines {
+                tracing::warn!(destination = %self.destination, binding = %line, "a binding made outside Infra names a user or group of its grants; infra-proxy decides from grants and does not honour it");
+            }
+            self.readiness.warn(
+                "outside-bindings",
+                Some(format!(
+                    "bindings made outside Infra name users or groups of its grants; infra-proxy decides from grants and does not honour them: {}",
+                    lines.join("; ")
+                )),
+            );
+        }
+        self.handle.set_outside_bindings(lines.clone());
+        self.outside_reported = Some(lines);
     }
 
     fn report_unknown(&mut self, unknown: &[Grant]) {

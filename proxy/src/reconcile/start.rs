@@ -91,6 +91,7 @@ async fn run(task: RbacTask) {
     runner::run(
         task.client,
         reconcile,
+        reconcile || permissions.read_bindings.is_empty(),
         task.handle,
         task.readiness,
         task.metrics,
