@@ -162,7 +162,7 @@ async fn handle(
 
 /// Whether infra-proxy made the request for itself, with its own credential and no
 /// impersonation: the permission check at its start (`selfsubjectaccessreviews`) and its lists
-/// and watches of roles and bindings. Tests count the requests and streams the proxy forwards
+/// and watches of roles and bindings (its writes of bindings are recorded). Tests count the requests and streams the proxy forwards
 /// for users; these are not among them. Only these paths qualify, so a user's request forwarded
 /// without impersonation (a bug) is still recorded.
 fn is_own(caller: &Caller, parts: &http::request::Parts) -> bool {
@@ -172,8 +172,10 @@ fn is_own(caller: &Caller, parts: &http::request::Parts) -> bool {
             .headers
             .keys()
             .any(|name| name.as_str().starts_with("impersonate-"))
-        && (path.starts_with("/apis/rbac.authorization.k8s.io/")
-            || path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        && ((parts.method == http::Method::GET
+            && path.starts_with("/apis/rbac.authorization.k8s.io/"))
+            || (parts.method == http::Method::POST
+                && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"))
 }
 
 /// A request being handled; counted until dropped.
