@@ -188,7 +188,13 @@ fn check(
             );
             if let Some(Attributes::Resource(c)) = create {
                 assert_eq!(
-                    (c.verb.as_str(), &c.resource, &c.subresource, &c.name, &c.namespace),
+                    (
+                        c.verb.as_str(),
+                        &c.resource,
+                        &c.subresource,
+                        &c.name,
+                        &c.namespace
+                    ),
                     ("create", &r.resource, &r.subresource, &r.name, &r.namespace),
                     "upgrade_create: {}",
                     context()

@@ -105,13 +105,12 @@ pub fn headers(data: &[u8]) {
     let extra = (flags & 4 != 0)
         .then(|| String::from_utf8_lossy(first_value.as_deref().unwrap_or_default()).into_owned());
     let impersonated = asked.as_ref().map(Requested::identity);
-    let (user, groups): (&str, Vec<&str>) = match &impersonated {
-        Some(identity) => (identity.user(), identity.groups().collect()),
-        None => {
-            let mut groups = vec!["Engineering"];
-            groups.extend(extra.as_deref());
-            (USER, groups)
-        }
+    let (user, groups): (&str, Vec<&str>) = if let Some(identity) = &impersonated {
+        (identity.user(), identity.groups().collect())
+    } else {
+        let mut groups = vec!["Engineering"];
+        groups.extend(extra.as_deref());
+        (USER, groups)
     };
     let uid = asked.as_ref().and_then(|r| r.uid.as_deref());
     let extras: &[Extra] = asked.as_ref().map_or(&[], |r| &r.extras);
@@ -150,7 +149,11 @@ pub fn headers(data: &[u8]) {
                 && std::iter::once(user)
                     .chain(groups.iter().copied())
                     .chain(uid)
-                    .chain(extras.iter().flat_map(|e| e.values.iter().map(String::as_str)))
+                    .chain(
+                        extras
+                            .iter()
+                            .flat_map(|e| e.values.iter().map(String::as_str))
+                    )
                     .any(|v| HeaderValue::from_bytes(v.as_bytes()).is_err()),
             "{}",
             context(&format!("rewrite refused a valid identity: {refusal:?}"))
@@ -236,7 +239,8 @@ fn check_requested(client: &HeaderMap, context: &dyn Fn(&str) -> String) -> Opti
                 client
                     .iter()
                     .any(|(n, v)| n.as_str().starts_with("impersonate-")
-                        && (std::str::from_utf8(v.as_bytes()).is_err() || n.as_str().contains('%'))),
+                        && (std::str::from_utf8(v.as_bytes()).is_err()
+                            || n.as_str().contains('%'))),
                 "{}",
                 context(&format!("refused: {error}"))
             );

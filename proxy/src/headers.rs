@@ -260,7 +260,10 @@ mod tests {
         }];
         for (groups, sent) in [
             (vec!["g"], vec!["g", SYSTEM_AUTHENTICATED]),
-            (vec!["g", SYSTEM_AUTHENTICATED], vec!["g", SYSTEM_AUTHENTICATED]),
+            (
+                vec!["g", SYSTEM_AUTHENTICATED],
+                vec!["g", SYSTEM_AUTHENTICATED],
+            ),
             (vec![SYSTEM_UNAUTHENTICATED], vec![SYSTEM_UNAUTHENTICATED]),
         ] {
             let mut headers = map(&[

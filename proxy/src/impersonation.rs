@@ -184,7 +184,9 @@ impl Requested {
     pub fn checks(&self) -> Vec<Attributes> {
         let mut checks = Vec::with_capacity(2 + self.groups.len() + self.extras.len());
         checks.push(match service_account(&self.user) {
-            Some((namespace, name)) => impersonate("", "serviceaccounts", None, Some(namespace), name),
+            Some((namespace, name)) => {
+                impersonate("", "serviceaccounts", None, Some(namespace), name)
+            }
             None => impersonate("", "users", None, None, &self.user),
         });
         for group in &self.groups {
@@ -193,7 +195,13 @@ impl Requested {
         for extra in &self.extras {
             let key = Some(extra.key.as_str()).filter(|k| !k.is_empty());
             for value in &extra.values {
-                checks.push(impersonate(AUTHENTICATION_GROUP, "userextras", key, None, value));
+                checks.push(impersonate(
+                    AUTHENTICATION_GROUP,
+                    "userextras",
+                    key,
+                    None,
+                    value,
+                ));
             }
         }
         if let Some(uid) = &self.uid {
@@ -216,7 +224,10 @@ impl Requested {
             if !groups.iter().any(|g| g == UNAUTHENTICATED) {
                 groups.push(UNAUTHENTICATED.to_owned());
             }
-        } else if !groups.iter().any(|g| g == AUTHENTICATED || g == UNAUTHENTICATED) {
+        } else if !groups
+            .iter()
+            .any(|g| g == AUTHENTICATED || g == UNAUTHENTICATED)
+        {
             groups.push(AUTHENTICATED.to_owned());
         }
         Identity::new(self.user.as_str(), groups)

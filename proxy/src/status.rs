@@ -69,9 +69,8 @@ impl Refusal {
             Self::Unauthorized => "Unauthorized",
             Self::BadRequest(_) => "BadRequest",
             Self::Forbidden { .. } => "Forbidden",
-            Self::Internal(_) => "InternalError",
             Self::Unavailable(_) => "ServiceUnavailable",
-            Self::BadGateway(_) => "InternalError",
+            Self::Internal(_) | Self::BadGateway(_) => "InternalError",
             Self::GatewayTimeout(_) => "Timeout",
             Self::TooManyRequests(_) => "TooManyRequests",
             Self::TooLarge(_) => "RequestEntityTooLarge",
@@ -225,13 +224,17 @@ mod tests {
 
     #[test]
     fn an_internal_error_is_plain_text_as_the_apiservers() {
-        let response = Refusal::Internal("Internal Server Error: \"/x\": boom".into()).into_response();
+        let response =
+            Refusal::Internal("Internal Server Error: \"/x\": boom".into()).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "text/plain; charset=utf-8"
         );
-        assert_eq!(response.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Harness {
 }
 
 /// A ClusterRole object named `name` with `rules` (a JSON list of RBAC rules).
-pub fn cluster_role(name: &str, rules: serde_json::Value) -> serde_json::Value {
+pub fn cluster_role(name: &str, rules: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",

@@ -37,7 +37,7 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 async fn start() -> Harness {
     let impersonator = cluster_role(
         "impersonator",
-        json!([
+        &json!([
             {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
             {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["eng"]},
         ]),
@@ -64,9 +64,13 @@ async fn kubectl_as_is_decided_by_the_impersonated_users_grants_and_forwarded_as
     let kubectl = h.kubectl_as(SUZIE, &[]);
 
     // suzie may not list pods herself; other may, and suzie may impersonate other.
-    let out = kubectl.run(&["get", "pods", "-n", "default"]).await.failure();
+    let out = kubectl
+        .run(&["get", "pods", "-n", "default"])
+        .await
+        .failure();
     assert!(
-        out.stderr.contains(&format!("User \"{SUZIE}\" cannot list resource \"pods\"")),
+        out.stderr
+            .contains(&format!("User \"{SUZIE}\" cannot list resource \"pods\"")),
         "{}",
         out.stderr
     );
@@ -111,7 +115,16 @@ async fn kubectl_as_is_decided_by_the_impersonated_users_grants_and_forwarded_as
     // A group suzie may impersonate goes upstream with the user.
     h.standin.clear_recorded();
     kubectl
-        .run(&["get", "pods", "-n", "default", "--as", OTHER, "--as-group", "eng"])
+        .run(&[
+            "get",
+            "pods",
+            "-n",
+            "default",
+            "--as",
+            OTHER,
+            "--as-group",
+            "eng",
+        ])
         .await
         .success();
     let list = h
@@ -242,8 +255,7 @@ async fn impersonating_without_the_right_is_the_apiservers_403_and_nothing_is_fo
 async fn a_watch_opened_as_someone_else_closes_when_the_caller_loses_access() {
     let h = start().await;
     let kubectl = h.kubectl_as(SUZIE, &[]);
-    let mut command =
-        kubectl.command(&["get", "pods", "-n", "default", "--watch", "--as", OTHER]);
+    let mut command = kubectl.command(&["get", "pods", "-n", "default", "--watch", "--as", OTHER]);
     command.stderr(std::process::Stdio::null());
     // The RBAC reconcile's own watches of the stand-in are open already.
     let before = h.standin.active_streams().watches;
@@ -253,16 +265,16 @@ async fn a_watch_opened_as_someone_else_closes_when_the_caller_loses_access() {
         patience,
         h.standin.wait_for_streams(|s| s.watches == before + 1),
     )
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the watch is not open: {:?}",
-                h.audit_lines()
-                    .iter()
-                    .map(|l| format!("{} {} {}", l["path"], l["code"], l["reason"]))
-                    .collect::<Vec<_>>()
-            )
-        });
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the watch is not open: {:?}",
+            h.audit_lines()
+                .iter()
+                .map(|l| format!("{} {} {}", l["path"], l["code"], l["reason"]))
+                .collect::<Vec<_>>()
+        )
+    });
     // other keeps its grant; suzie, who impersonates other, loses hers.
     h.write_policy(
         "

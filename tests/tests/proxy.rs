@@ -244,7 +244,12 @@ async fn kubectl_as_without_the_right_to_impersonate_is_refused_and_never_forwar
         assert_eq!(got, status, "{name}: {body}");
     }
     // (The proxy's own readiness check of /version goes as itself.)
-    for request in h.standin.recorded().iter().filter(|r| r.path() != "/version") {
+    for request in h
+        .standin
+        .recorded()
+        .iter()
+        .filter(|r| r.path() != "/version")
+    {
         assert_eq!(
             request.header_values("impersonate-user"),
             ["suzie@example.com"],

@@ -42,7 +42,10 @@ fn policy() -> PolicyHandle {
             ],
         ),
         ("exec-get", vec![rule(&[""], &["pods/exec"], &["get"], &[])]),
-        ("exec-create", vec![rule(&[""], &["pods/exec"], &["create"], &[])]),
+        (
+            "exec-create",
+            vec![rule(&[""], &["pods/exec"], &["create"], &[])],
+        ),
         (
             "exec-both",
             vec![rule(&[""], &["pods/exec"], &["get", "create"], &[])],
@@ -83,7 +86,7 @@ fn outcome(user: &str, access: &Access) -> Result<Identity, String> {
     match access.decide(
         &policy(),
         &Identity::new(user, ["Engineering"]),
-        SystemTime::now(),
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_hours(500_000),
         None,
     ) {
         Outcome::Allowed { acting, decision } => {
@@ -111,8 +114,18 @@ fn exec_over_websocket_needs_get_and_create_spdy_create_and_a_plain_get_get() {
     };
     // (user, plain GET, WebSocket upgrade GET, SPDY upgrade POST)
     for (user, plain, websocket, spdy) in [
-        ("getter", Ok(()), Err(forbidden("getter", "create")), Err(forbidden("getter", "create"))),
-        ("creator", Err(forbidden("creator", "get")), Err(forbidden("creator", "get")), Ok(())),
+        (
+            "getter",
+            Ok(()),
+            Err(forbidden("getter", "create")),
+            Err(forbidden("getter", "create")),
+        ),
+        (
+            "creator",
+            Err(forbidden("creator", "get")),
+            Err(forbidden("creator", "get")),
+            Ok(()),
+        ),
         ("both", Ok(()), Ok(()), Ok(())),
     ] {
         let decided = |method: &str, upgrade: bool| {
@@ -128,8 +141,11 @@ fn exec_over_websocket_needs_get_and_create_spdy_create_and_a_plain_get_get() {
 
 #[test]
 fn an_allowed_impersonation_is_decided_as_the_impersonated_identity() {
-    let acting = outcome("suzie", &access("GET", PODS, false, &[("impersonate-user", "other")]))
-        .expect("other may list pods");
+    let acting = outcome(
+        "suzie",
+        &access("GET", PODS, false, &[("impersonate-user", "other")]),
+    )
+    .expect("other may list pods");
     assert_eq!(acting.user(), "other");
     assert_eq!(
         acting.groups().collect::<Vec<_>>(),

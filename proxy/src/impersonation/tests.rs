@@ -13,6 +13,9 @@ fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     headers
 }
 
+/// `(group, resource, subresource, namespace, name)` of a check.
+type Check = (String, String, Option<String>, Option<String>, String);
+
 fn resource(attrs: &Attributes) -> &ResourceAttributes {
     match attrs {
         Attributes::Resource(r) => r,
@@ -20,8 +23,8 @@ fn resource(attrs: &Attributes) -> &ResourceAttributes {
     }
 }
 
-/// `(group, resource, subresource, namespace, name)` of each check.
-fn checks(requested: &Requested) -> Vec<(String, String, Option<String>, Option<String>, String)> {
+/// The checks `requested` asks for.
+fn checks(requested: &Requested) -> Vec<Check> {
     requested
         .checks()
         .iter()
@@ -46,7 +49,7 @@ fn check(
     subresource: Option<&str>,
     namespace: Option<&str>,
     name: &str,
-) -> (String, String, Option<String>, Option<String>, String) {
+) -> Check {
     (
         group.to_owned(),
         resource.to_owned(),
@@ -117,11 +120,17 @@ fn repeated_users_and_uids_take_the_first_value_as_go_does() {
     ]))
     .expect("valid")
     .expect("impersonation");
-    assert_eq!((asked.user.as_str(), asked.uid.as_deref()), ("first", Some("u1")));
+    assert_eq!(
+        (asked.user.as_str(), asked.uid.as_deref()),
+        ("first", Some("u1"))
+    );
     assert_eq!(asked.checks().len(), 2);
     // An empty first value is no user, whatever follows.
     assert_eq!(
-        requested(&map(&[("impersonate-user", ""), ("impersonate-user", "admin")])),
+        requested(&map(&[
+            ("impersonate-user", ""),
+            ("impersonate-user", "admin")
+        ])),
         Ok(None)
     );
 }
@@ -198,7 +207,11 @@ fn service_accounts_are_checked_in_their_namespace_and_get_their_groups() {
         let asked = requested(&map(&[("impersonate-user", user)]))
             .expect("valid")
             .expect("impersonation");
-        assert_eq!(checks(&asked), [check("", "users", None, None, user)], "{user}");
+        assert_eq!(
+            checks(&asked),
+            [check("", "users", None, None, user)],
+            "{user}"
+        );
     }
     assert_eq!(
         service_account("system:serviceaccount:kube-system:a.b-c"),
@@ -209,7 +222,9 @@ fn service_accounts_are_checked_in_their_namespace_and_get_their_groups() {
 #[test]
 fn the_impersonated_identity_gets_the_apiservers_groups() {
     let identity = |pairs: &[(&str, &str)]| {
-        let asked = requested(&map(pairs)).expect("valid").expect("impersonation");
+        let asked = requested(&map(pairs))
+            .expect("valid")
+            .expect("impersonation");
         let identity = asked.identity();
         (
             identity.user().to_owned(),
@@ -293,8 +308,13 @@ fn groups_extras_or_a_uid_without_a_user_are_the_apiservers_500() {
 #[test]
 fn too_many_values_are_refused_before_anything_is_decided() {
     let mut pairs = vec![("impersonate-user", "u")];
-    pairs.extend(std::iter::repeat_n(("impersonate-group", "g"), MAX_VALUES - 1));
-    let asked = requested(&map(&pairs)).expect("valid").expect("impersonation");
+    pairs.extend(std::iter::repeat_n(
+        ("impersonate-group", "g"),
+        MAX_VALUES - 1,
+    ));
+    let asked = requested(&map(&pairs))
+        .expect("valid")
+        .expect("impersonation");
     assert_eq!(asked.checks().len(), MAX_VALUES);
     pairs.push(("impersonate-extra-k", "v"));
     let error = requested(&map(&pairs)).expect_err("too many");

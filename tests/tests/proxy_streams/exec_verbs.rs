@@ -6,7 +6,9 @@ use http::Method;
 use infra_tests::proxy::{Harness, cluster_role, https_get};
 use serde_json::{Value, json};
 
-use crate::{DEFAULTS, EXEC_OVER_SPDY, EXEC_PATH, TOKEN_TTL, WEBSOCKET_KEY, pod, requests_for, run};
+use crate::{
+    DEFAULTS, EXEC_OVER_SPDY, EXEC_PATH, TOKEN_TTL, WEBSOCKET_KEY, pod, requests_for, run,
+};
 
 /// `get pods/exec` only.
 const GETTER: &str = "getter@example.com";
@@ -32,7 +34,7 @@ grants:
 fn exec_role(name: &str, verbs: &[&str]) -> Value {
     cluster_role(
         name,
-        json!([
+        &json!([
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["pods/exec"], "verbs": verbs},
         ]),
@@ -113,9 +115,14 @@ async fn a_role_with_only_get_pods_exec_opens_no_shell_but_a_plain_get_is_decide
 async fn a_role_with_only_create_pods_exec_execs_over_spdy_but_not_over_websocket() {
     let h = start().await;
     let kubectl = h.kubectl_as(CREATOR, &[]);
-    let out = run(&kubectl, &["exec", "web", "--", "echo", "hi"], EXEC_OVER_SPDY, None)
-        .await
-        .success();
+    let out = run(
+        &kubectl,
+        &["exec", "web", "--", "echo", "hi"],
+        EXEC_OVER_SPDY,
+        None,
+    )
+    .await
+    .success();
     assert_eq!(out.stdout, "hi\n");
     let (status, body) = websocket_exec(&h, CREATOR).await;
     assert_eq!(status, 403, "{body}");
