@@ -24,14 +24,17 @@
 //!    `metadata.name` to equal a value that is a valid path segment name.
 //! 6. A `delete` without a name is `deletecollection`.
 //!
-//! One rule is ours, not the resolver's: a request for the core group's `pods/exec`,
-//! `pods/attach` or `pods/portforward` is authorized as `create`, whatever its method. kubectl
-//! opens these streams over WebSocket with a `GET`, which the resolver calls `get`; but opening
-//! a shell is a write, and a grant of `get` must not allow it. Kubernetes agrees: behind the
-//! `AuthorizePodWebsocketUpgradeCreatePermission` feature gate (beta, on by default in 1.35) the
-//! apiserver requires `create` for the upgrade as well. It checks `get` first; this module does
-//! not, which grants nothing more, since `create` alone already opens the same stream over
-//! SPDY (a `POST`). Doing this inside [`parse`] means no caller can forget it.
+//! [`parse`] gives the resolver's verb and nothing else: a `GET` on the core group's
+//! `pods/exec`, `pods/attach` or `pods/portforward` is `get` (the apiserver v1.32 decides it so;
+//! a plain `GET` that is no upgrade is then answered by the apiserver itself, `400 Upgrade
+//! request required`), a `POST` (how SPDY opens these streams) is `create`. One more decision
+//! is the caller's to make, since only the caller knows whether the request is an upgrade:
+//! [`Attributes::upgrade_create`] gives the `create` that must also be allowed for an upgrade
+//! `GET` (how kubectl opens these streams over WebSocket). That is the rule of Kubernetes 1.35,
+//! whose `AuthorizePodWebsocketUpgradeCreatePermission` feature gate (beta, on by default)
+//! requires `create` besides `get` for such an upgrade; it is deliberately stricter than v1.32,
+//! because opening a shell is a write, and a role that grants only `get pods/exec` must not
+//! open one. infra-proxy's pipeline asks for both decisions for every upgrade.
 //!
 //! # Input, and what is refused
 //!
@@ -114,6 +117,31 @@ impl Attributes {
             Self::NonResource(n) => &n.verb,
         }
     }
+
+    /// For an upgrade (WebSocket) `GET` of the core group's `pods/exec`, `pods/attach` or
+    /// `pods/portforward`, which [`parse`] decides as `get`: the same request as `create`, which
+    /// must be allowed as well (Kubernetes 1.35's rule; see the [module documentation](self)).
+    /// `None` for any other request, a `POST` (already `create`) included. Only the caller
+    /// knows whether a request is an upgrade, so it must ask this for every upgrade.
+    pub fn upgrade_create(&self) -> Option<Self> {
+        match self {
+            Self::Resource(r)
+                if r.verb == "get"
+                    && r.api_group.is_empty()
+                    && r.resource == "pods"
+                    && matches!(
+                        r.subresource.as_deref(),
+                        Some("exec" | "attach" | "portforward")
+                    ) =>
+            {
+                Some(Self::Resource(ResourceAttributes {
+                    verb: "create".to_owned(),
+                    ..r.clone()
+                }))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Why a request's attributes cannot be computed. Each of these requests is refused, never
@@ -163,9 +191,9 @@ pub enum AttributesError {
 const MAX_QUERY_PARAMETERS: usize = 10_000;
 
 /// Computes the attributes of a request as the kube-apiserver would, from its method, its raw
-/// (still percent-encoded) path and its raw query (without the `?`), plus the `create` rule for
-/// `pods/exec`, `pods/attach` and `pods/portforward`. See the [module documentation](self) for the
-/// rules and for what is refused.
+/// (still percent-encoded) path and its raw query (without the `?`). See the [module
+/// documentation](self) for the rules and for what is refused, and
+/// [`Attributes::upgrade_create`] for the second decision an upgrade needs.
 ///
 /// Allocates only the strings of the result, plus a decoded copy of the path or of a query value
 /// when they contain escapes.
@@ -263,13 +291,6 @@ fn resource_attributes(
     if name.is_none() && verb == "delete" {
         verb = "deletecollection";
     }
-    if api_group.is_empty()
-        && resource == "pods"
-        && matches!(subresource, Some("exec" | "attach" | "portforward"))
-    {
-        verb = "create";
-    }
-
     Ok(Some(ResourceAttributes {
         verb: verb.to_owned(),
         api_group: api_group.to_owned(),
@@ -756,19 +777,18 @@ mod tests {
 
     #[test]
     #[rustfmt::skip] // One row per line: these are tables.
-    fn exec_attach_portforward_are_create_whatever_the_method() {
+    fn exec_attach_portforward_take_the_resolvers_verb() {
         for sub in ["exec", "attach", "portforward"] {
             let path = format!("/api/v1/namespaces/ns/pods/p/{sub}");
-            for method in ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"] {
+            for (method, verb) in [("GET", "get"), ("HEAD", "get"), ("POST", "create"), ("PUT", "update"), ("DELETE", "delete"), ("OPTIONS", "")] {
                 assert_eq!(
                     parse(method, &path, Some("command=sh&stdin=true&tty=true")),
-                    res("create", "", "v1", NS, "pods", Some(sub), Some("p")),
+                    res(verb, "", "v1", NS, "pods", Some(sub), Some("p")),
                     "{method} {path}"
                 );
             }
         }
         check(&[
-            // Only the core group's pods, and only these three subresources.
             ("GET", "/apis/example.com/v1/namespaces/ns/pods/p/exec", None, res("get", "example.com", "v1", NS, "pods", Some("exec"), Some("p"))),
             ("GET", "/api/v1/nodes/n1/proxy", None, res("get", "", "v1", None, "nodes", Some("proxy"), Some("n1"))),
             ("GET", "/api/v1/namespaces/ns/pods/p/proxy", None, res("get", "", "v1", NS, "pods", Some("proxy"), Some("p"))),
@@ -776,6 +796,35 @@ mod tests {
             // A pod named "exec" is not the subresource.
             ("GET", "/api/v1/namespaces/ns/pods/exec", None, res("get", "", "v1", NS, "pods", None, Some("exec"))),
         ]);
+    }
+
+    #[test]
+    fn an_upgrade_get_of_a_pod_stream_also_needs_create() {
+        let upgrade_create = |method: &str, path: &str| {
+            parse(method, path, None)
+                .expect("a valid path")
+                .upgrade_create()
+        };
+        for sub in ["exec", "attach", "portforward"] {
+            let path = format!("/api/v1/namespaces/ns/pods/p/{sub}");
+            assert_eq!(
+                upgrade_create("GET", &path).map(Ok),
+                Some(res("create", "", "v1", NS, "pods", Some(sub), Some("p"))),
+                "{path}"
+            );
+            // A POST is already `create`: nothing more to ask.
+            assert_eq!(upgrade_create("POST", &path), None, "{path}");
+        }
+        for path in [
+            "/apis/example.com/v1/namespaces/ns/pods/p/exec",
+            "/api/v1/namespaces/ns/pods/p/log",
+            "/api/v1/namespaces/ns/pods/p/proxy",
+            "/api/v1/namespaces/ns/pods/exec",
+            "/api/v1/namespaces/ns/pods",
+            "/healthz",
+        ] {
+            assert_eq!(upgrade_create("GET", path), None, "{path}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::policy::Grant;
 use crate::rbac::{Prepared, Role, RoleSet};
 
 pub use cache::DecisionCache;
-pub use wording::{forbidden_message, forbidden_status_message};
+pub use wording::{forbidden_message, forbidden_status_message, go_quote, sanitize_html};
 
 /// Who is asking: a user and the groups they belong to.
 ///

@@ -15,7 +15,8 @@
 //!   path starts with `/`;
 //! - no attribute of a resource request is empty (but the core group), holds a `/`, or is `.`
 //!   or `..`; the verb is one the apiserver computes; the core group's `pods/exec`, `attach`
-//!   and `portforward` are always `create`;
+//!   and `portforward` take the resolver's verb (`get` for a `GET`, `create` for a `POST`), and
+//!   `upgrade_create` asks `create` of exactly those that are `get`, and of nothing else;
 //! - a path with an encoded `/` (`%2F`) is refused;
 //! - a trailing `/` changes nothing (but a non-resource path, which keeps it);
 //! - percent-encoding every byte of an accepted path (but its `/`) changes nothing: the
@@ -157,17 +158,45 @@ fn check(
                 "group: {}",
                 context()
             );
-            if r.api_group.is_empty()
+            let pod_stream = r.api_group.is_empty()
                 && r.resource == "pods"
                 && matches!(
                     r.subresource.as_deref(),
                     Some("exec" | "attach" | "portforward")
-                )
-            {
+                );
+            // (`watch` is the verb of the deprecated `/watch/` paths, whatever the method.)
+            if pod_stream && method == "POST" {
+                assert!(
+                    matches!(r.verb.as_str(), "create" | "watch"),
+                    "a pod stream POST: {}",
+                    context()
+                );
+            }
+            if pod_stream && matches!(method, "GET" | "HEAD") {
+                assert!(
+                    matches!(r.verb.as_str(), "get" | "watch"),
+                    "a pod stream GET: {}",
+                    context()
+                );
+            }
+            let create = attributes.upgrade_create();
+            assert_eq!(
+                create.is_some(),
+                pod_stream && r.verb == "get",
+                "upgrade_create: {}",
+                context()
+            );
+            if let Some(Attributes::Resource(c)) = create {
                 assert_eq!(
-                    r.verb,
-                    "create",
-                    "a pod stream not authorized as create: {}",
+                    (
+                        c.verb.as_str(),
+                        &c.resource,
+                        &c.subresource,
+                        &c.name,
+                        &c.namespace
+                    ),
+                    ("create", &r.resource, &r.subresource, &r.name, &r.namespace),
+                    "upgrade_create: {}",
                     context()
                 );
             }

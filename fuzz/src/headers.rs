@@ -1,5 +1,6 @@
 //! `headers`: the proxy's request header checks and rewrites ([`infra_proxy::headers`]):
-//! `bearer_token`, `refuse_impersonation`, `rewrite` and `clean_response`.
+//! `bearer_token`, `rewrite` and `clean_response`, and the client's impersonation
+//! ([`infra_proxy::impersonation::requested`]).
 //!
 //! Input: a flags byte (bit 0: an upgrade; bit 1: the proxy has its own bearer credential;
 //! bit 2: the first header's value is also one of the token's groups; bit 3: the client is on
@@ -12,10 +13,14 @@
 //! - never panics;
 //! - `bearer_token` gives a token only for exactly one `Authorization` whose scheme is `Bearer`
 //!   (any case), and that token is non-empty and trimmed; two `Authorization` headers are a 400;
-//! - `refuse_impersonation` refuses exactly the requests with an `Impersonate-*` header;
-//! - after `rewrite`, the identity headers are ours alone: one `Impersonate-User` (the user),
-//!   `Impersonate-Group` (the groups, then `system:authenticated`), one `X-Forwarded-For` (the
-//!   peer), one `Audit-Id`, our `Authorization` or none; no other `Impersonate-*`, `X-Remote-*`,
+//! - `requested` asks for an impersonation exactly when the first `Impersonate-User` is not
+//!   empty, answers "without a user" exactly when it is and a group, an extra or a uid is
+//!   asked for, and refuses more than `MAX_VALUES` values; it asks for one check per value;
+//! - after `rewrite` (with the impersonated identity, its uid and extras, when one is asked
+//!   for), the identity headers are ours alone: one `Impersonate-User` (the user),
+//!   `Impersonate-Group` (the groups, then `system:authenticated` unless they hold it or
+//!   `system:unauthenticated`), the uid and extras given and no others, one `X-Forwarded-For`
+//!   (the peer), one `Audit-Id`, our `Authorization` or none; no other `Impersonate-*`, `X-Remote-*`,
 //!   `X-Forwarded-*`, `Forwarded`, `X-Real-Ip` or `Host`; no hop-by-hop header (an upgrade keeps
 //!   `Upgrade` and gets `Connection: Upgrade`); no header named in a client `Connection`
 //!   (RFC 9110 7.6.1); and every other client header is forwarded unchanged;
@@ -27,8 +32,9 @@ use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use infra_proxy::headers::{
-    SYSTEM_AUTHENTICATED, Upstream, bearer_token, clean_response, refuse_impersonation, rewrite,
+    SYSTEM_AUTHENTICATED, SYSTEM_UNAUTHENTICATED, Upstream, bearer_token, clean_response, rewrite,
 };
+use infra_proxy::impersonation::{Extra, ImpersonationError, MAX_VALUES, Requested, requested};
 use infra_proxy::status::Refusal;
 
 use crate::show;
@@ -94,37 +100,45 @@ pub fn headers(data: &[u8]) {
     let context = |what: &str| format!("{what}\nclient headers: {client:?}\ninput: {}", show(data));
 
     check_bearer(&client, &context);
-    let impersonates = client
-        .keys()
-        .any(|n| n.as_str().starts_with("impersonate-"));
-    assert_eq!(
-        refuse_impersonation(&client).is_err(),
-        impersonates,
-        "{}",
-        context("refuse_impersonation")
-    );
+    let asked = check_requested(&client, &context);
 
     let extra = (flags & 4 != 0)
         .then(|| String::from_utf8_lossy(first_value.as_deref().unwrap_or_default()).into_owned());
-    let mut groups = vec!["Engineering"];
-    groups.extend(extra.as_deref());
+    let impersonated = asked.as_ref().map(Requested::identity);
+    let (user, groups): (&str, Vec<&str>) = if let Some(identity) = &impersonated {
+        (identity.user(), identity.groups().collect())
+    } else {
+        let mut groups = vec!["Engineering"];
+        groups.extend(extra.as_deref());
+        (USER, groups)
+    };
+    let uid = asked.as_ref().and_then(|r| r.uid.as_deref());
+    let extras: &[Extra] = asked.as_ref().map_or(&[], |r| &r.extras);
     let mut rewritten = client.clone();
     let result = rewrite(
         &mut rewritten,
         &Upstream {
-            user: USER,
+            user,
             groups: &groups,
+            uid,
+            extras,
             authorization: ours.as_ref(),
             peer,
             audit_id: AUDIT_ID,
             upgrade,
         },
     );
+    let sent = Sent {
+        user,
+        groups: &groups,
+        uid,
+        extras,
+    };
     match result {
         Ok(()) => check_rewritten(
             &client,
             &rewritten,
-            &groups,
+            &sent,
             ours.as_ref(),
             peer,
             upgrade,
@@ -132,7 +146,15 @@ pub fn headers(data: &[u8]) {
         ),
         Err(refusal) => assert!(
             matches!(refusal, Refusal::BadRequest(_))
-                && groups.iter().any(|g| HeaderValue::from_str(g).is_err()),
+                && std::iter::once(user)
+                    .chain(groups.iter().copied())
+                    .chain(uid)
+                    .chain(
+                        extras
+                            .iter()
+                            .flat_map(|e| e.values.iter().map(String::as_str))
+                    )
+                    .any(|v| HeaderValue::from_bytes(v.as_bytes()).is_err()),
             "{}",
             context(&format!("rewrite refused a valid identity: {refusal:?}"))
         ),
@@ -150,6 +172,79 @@ pub fn headers(data: &[u8]) {
             );
         } else {
             check_stripped(&client, &response, false, &[], &context);
+        }
+    }
+}
+
+/// The identity `rewrite` is asked to send.
+struct Sent<'a> {
+    user: &'a str,
+    groups: &'a [&'a str],
+    uid: Option<&'a str>,
+    extras: &'a [Extra],
+}
+
+/// Checks `requested` against the headers; answers the impersonation it asks for.
+fn check_requested(client: &HeaderMap, context: &dyn Fn(&str) -> String) -> Option<Requested> {
+    let values = client
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("impersonate-"))
+        .count();
+    let first_user = client
+        .get("impersonate-user")
+        .is_some_and(|v| !v.as_bytes().is_empty());
+    let others = client.contains_key("impersonate-group")
+        || client
+            .keys()
+            .any(|n| n.as_str().starts_with("impersonate-extra-"))
+        || client
+            .get("impersonate-uid")
+            .is_some_and(|v| !v.as_bytes().is_empty());
+    match requested(client) {
+        Ok(Some(asked)) => {
+            assert!(
+                first_user && values <= MAX_VALUES,
+                "{}",
+                context(&format!("an impersonation without a user: {asked:?}"))
+            );
+            let checks = 1
+                + asked.groups.len()
+                + asked.extras.iter().map(|e| e.values.len()).sum::<usize>()
+                + usize::from(asked.uid.is_some());
+            assert_eq!(asked.checks().len(), checks, "{}", context("checks"));
+            Some(asked)
+        }
+        Ok(None) => {
+            assert!(
+                !first_user && !others,
+                "{}",
+                context("an impersonation was ignored")
+            );
+            None
+        }
+        Err(ImpersonationError::WithoutUser { .. }) => {
+            assert!(
+                !first_user && others,
+                "{}",
+                context("without a user, wrongly")
+            );
+            None
+        }
+        Err(ImpersonationError::TooMany(n)) => {
+            assert!(n > MAX_VALUES && n == values, "{}", context("too many"));
+            None
+        }
+        Err(error) => {
+            assert!(
+                client
+                    .iter()
+                    .any(|(n, v)| n.as_str().starts_with("impersonate-")
+                        && (std::str::from_utf8(v.as_bytes()).is_err()
+                            || n.as_str().contains('%'))),
+                "{}",
+                context(&format!("refused: {error}"))
+            );
+            None
         }
     }
 }
@@ -224,7 +319,8 @@ fn check_stripped(
         let named = listed.contains(name) && !(upgrade && n == "upgrade");
         let dropped = hop || named || also_dropped.iter().any(|f| f(n));
         if dropped {
-            if !SET_BY_REWRITE.contains(&n) {
+            // `rewrite` sets `Impersonate-*` itself; `check_rewritten` checks each one.
+            if !SET_BY_REWRITE.contains(&n) && !n.starts_with("impersonate-") {
                 assert!(
                     !after.contains_key(name),
                     "{}",
@@ -255,7 +351,7 @@ fn is_identity(name: &str) -> bool {
 fn check_rewritten(
     client: &HeaderMap,
     after: &HeaderMap,
-    groups: &[&str],
+    sent: &Sent<'_>,
     ours: Option<&HeaderValue>,
     peer: IpAddr,
     upgrade: bool,
@@ -270,13 +366,20 @@ fn check_rewritten(
     };
     let bytes =
         |items: &[&str]| -> Vec<Vec<u8>> { items.iter().map(|s| s.as_bytes().to_vec()).collect() };
-    let mut want_groups: Vec<&str> = groups.to_vec();
-    want_groups.push(SYSTEM_AUTHENTICATED);
+    let mut want_groups: Vec<&str> = sent.groups.to_vec();
+    if !want_groups
+        .iter()
+        .any(|g| *g == SYSTEM_AUTHENTICATED || *g == SYSTEM_UNAUTHENTICATED)
+    {
+        want_groups.push(SYSTEM_AUTHENTICATED);
+    }
     let peer = peer.to_string();
     let authorization: Vec<Vec<u8>> = ours.map(|v| v.as_bytes().to_vec()).into_iter().collect();
-    let expected = [
-        ("impersonate-user", bytes(&[USER])),
+    let uid: Vec<&str> = sent.uid.into_iter().collect();
+    let mut expected = vec![
+        ("impersonate-user", bytes(&[sent.user])),
         ("impersonate-group", bytes(&want_groups)),
+        ("impersonate-uid", bytes(&uid)),
         ("x-forwarded-for", bytes(&[peer.as_str()])),
         ("audit-id", bytes(&[AUDIT_ID])),
         ("authorization", authorization),
@@ -289,6 +392,10 @@ fn check_rewritten(
             },
         ),
     ];
+    for extra in sent.extras {
+        let values: Vec<&str> = extra.values.iter().map(String::as_str).collect();
+        expected.push((extra.header.as_str(), bytes(&values)));
+    }
     for (name, want) in &expected {
         assert_eq!(
             &all(name),

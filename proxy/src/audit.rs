@@ -30,9 +30,16 @@ pub struct Event {
     /// Its groups.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    /// The identity sent upstream in `Impersonate-User`, when the request was forwarded.
+    /// The identity the request acts as: the one sent upstream in `Impersonate-User` when the
+    /// request was forwarded (the user itself, or whom it impersonates), and, when the client
+    /// impersonates (`kubectl --as`), the impersonated user once the user may impersonate it,
+    /// forwarded or not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impersonated_user: Option<String>,
+    /// The impersonated identity's groups, when the client impersonates (those the apiserver
+    /// gives it, `system:authenticated` included).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub impersonated_groups: Vec<String>,
     /// The client address.
     pub source_ip: String,
     /// This proxy's destination.

@@ -1,19 +1,24 @@
 //! Header hygiene: what a client may not send, and what the apiserver receives instead.
 //!
-//! Pipeline steps 2 (one bearer token), 3 (refuse smuggled identity) and 6 (rewrite). The
-//! apiserver trusts `Impersonate-*` from us, so nothing identity-shaped from the client may reach
-//! it: the client's `Authorization`, `Impersonate-*` (refused outright), `X-Remote-*` (the
-//! request-header authenticator's names), `X-Forwarded-*`, `Forwarded`, `X-Real-Ip`. Hop-by-hop
-//! headers and every name listed in `Connection` are dropped as RFC 9110 requires.
+//! Pipeline steps 2 (one bearer token) and 6 (rewrite). The apiserver trusts `Impersonate-*`
+//! from us, so nothing identity-shaped from the client may reach it as the client sent it: the
+//! client's `Authorization`, `Impersonate-*` (read and decided by [`crate::impersonation`], then
+//! set here from the decided identity only), `X-Remote-*` (the request-header authenticator's
+//! names), `X-Forwarded-*`, `Forwarded`, `X-Real-Ip`. Hop-by-hop headers and every name listed
+//! in `Connection` are dropped as RFC 9110 requires.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::impersonation::Extra;
 use crate::status::Refusal;
 
 /// The group every authenticated identity is in, as the apiserver adds it for its own users.
 pub const SYSTEM_AUTHENTICATED: &str = "system:authenticated";
+/// The group of unauthenticated requests: an identity in it does not get
+/// [`SYSTEM_AUTHENTICATED`].
+pub const SYSTEM_UNAUTHENTICATED: &str = "system:unauthenticated";
 
 /// Header names that only describe one hop, never forwarded as they are.
 const HOP_BY_HOP: [&str; 8] = [
@@ -50,22 +55,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     Ok(token)
 }
 
-/// Refuses a request that tries to choose its own identity: any `Impersonate-` header, of any
-/// case and any suffix (`-User`, `-Group`, `-Uid`, `-Extra-*`, and names Kubernetes may add).
-pub fn refuse_impersonation(headers: &HeaderMap) -> Result<(), Refusal> {
-    // `http` stores header names lower-cased, so one prefix test covers every spelling.
-    match headers
-        .keys()
-        .find(|name| name.as_str().starts_with("impersonate-"))
-    {
-        Some(name) => Err(Refusal::Impersonation(format!(
-            "infra-proxy does not allow clients to impersonate: the {name} header is not accepted; \
-             the identity comes from your Infra token"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Whether a header name carries client identity or forwarding claims we never pass on.
 fn is_identity_header(name: &str) -> bool {
     name == "authorization"
@@ -82,8 +71,13 @@ fn is_identity_header(name: &str) -> bool {
 pub struct Upstream<'a> {
     /// The identity to impersonate.
     pub user: &'a str,
-    /// Its groups (`system:authenticated` is added here).
+    /// Its groups. `system:authenticated` is added here unless they hold it or
+    /// `system:unauthenticated`, as the apiserver's impersonation adds it.
     pub groups: &'a [&'a str],
+    /// Its uid (`Impersonate-Uid`), when the client impersonates one.
+    pub uid: Option<&'a str>,
+    /// Its extras (`Impersonate-Extra-*`), when the client impersonates some.
+    pub extras: &'a [Extra],
     /// Our own credential for the apiserver, when it is a bearer token.
     pub authorization: Option<&'a HeaderValue>,
     /// The real client address.
@@ -121,7 +115,24 @@ pub fn rewrite(headers: &mut HeaderMap, upstream: &Upstream<'_>) -> Result<(), R
     for group in upstream.groups {
         headers.append(group_header.clone(), identity_value(group)?);
     }
-    headers.append(group_header, HeaderValue::from_static(SYSTEM_AUTHENTICATED));
+    if !upstream
+        .groups
+        .iter()
+        .any(|g| *g == SYSTEM_AUTHENTICATED || *g == SYSTEM_UNAUTHENTICATED)
+    {
+        headers.append(group_header, HeaderValue::from_static(SYSTEM_AUTHENTICATED));
+    }
+    if let Some(uid) = upstream.uid {
+        headers.insert(
+            HeaderName::from_static("impersonate-uid"),
+            identity_value(uid)?,
+        );
+    }
+    for extra in upstream.extras {
+        for value in &extra.values {
+            headers.append(extra.header.clone(), identity_value(value)?);
+        }
+    }
     headers.insert(
         HeaderName::from_static("x-forwarded-for"),
         HeaderValue::from_str(&upstream.peer.to_string())
@@ -207,6 +218,8 @@ mod tests {
             peer: IpAddr::from([127, 0, 0, 9]),
             audit_id: "0b7c7f3e-audit",
             upgrade: false,
+            uid: None,
+            extras: &[],
         }
     }
 
@@ -239,25 +252,43 @@ mod tests {
     }
 
     #[test]
-    fn every_impersonation_header_is_refused() {
-        for name in [
-            "Impersonate-User",
-            "impersonate-group",
-            "IMPERSONATE-UID",
-            "Impersonate-Extra-scopes",
-            "impersonate-extra-",
-            "Impersonate-Something-New",
+    fn impersonated_identities_go_upstream_with_the_apiservers_groups() {
+        let extras = [Extra {
+            header: HeaderName::from_static("impersonate-extra-acme.com%2fproject"),
+            key: "acme.com/project".to_owned(),
+            values: vec!["a".to_owned(), "b".to_owned()],
+        }];
+        for (groups, sent) in [
+            (vec!["g"], vec!["g", SYSTEM_AUTHENTICATED]),
+            (
+                vec!["g", SYSTEM_AUTHENTICATED],
+                vec!["g", SYSTEM_AUTHENTICATED],
+            ),
+            (vec![SYSTEM_UNAUTHENTICATED], vec![SYSTEM_UNAUTHENTICATED]),
         ] {
-            let headers = map(&[(name, "system:masters")]);
-            assert!(
-                matches!(
-                    refuse_impersonation(&headers),
-                    Err(Refusal::Impersonation(_))
-                ),
-                "{name}"
-            );
+            let mut headers = map(&[
+                ("impersonate-user", "client-chosen"),
+                ("impersonate-uid", "client-uid"),
+                ("impersonate-extra-acme.com%2fproject", "client-extra"),
+                ("impersonate-extra-other", "x"),
+            ]);
+            let mut target = upstream(&groups, None);
+            target.uid = Some("1234");
+            target.extras = &extras;
+            rewrite(&mut headers, &target).expect("rewrite");
+            let got = |name: &str| -> Vec<&str> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().expect("ascii"))
+                    .collect()
+            };
+            assert_eq!(got("impersonate-user"), ["suzie@example.com"]);
+            assert_eq!(got("impersonate-group"), sent);
+            assert_eq!(got("impersonate-uid"), ["1234"]);
+            assert_eq!(got("impersonate-extra-acme.com%2fproject"), ["a", "b"]);
+            assert!(headers.get("impersonate-extra-other").is_none());
         }
-        assert!(refuse_impersonation(&map(&[("x-impersonate-user", "a")])).is_ok());
     }
 
     #[test]

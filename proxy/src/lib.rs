@@ -5,9 +5,10 @@
 //! ```text
 //! accept (caps, TLS, ALPN h2/http1.1, deadlines)    server.rs, server/, tls.rs
 //!  -> authenticate (one bearer token, cached)      headers.rs, authn.rs
-//!  -> refuse smuggled identity (Impersonate-*)     headers.rs
+//!  -> impersonation asked for (kubectl --as)       impersonation.rs
 //!  -> attributes (verb, group, resource, ...)      infra_authz::attributes
-//!  -> decide (grants x RBAC, cached)               policy.rs, infra_authz::decision
+//!  -> decide (impersonate checks, the request as   access.rs, policy.rs,
+//!     the acting identity, an upgrade's create)    infra_authz::decision
 //!  -> rewrite (strip, impersonate, audit id)       headers.rs
 //!  -> forward (limits, pooled h2, upgrades on h1)  inflight.rs, upstream.rs, pipeline.rs
 //!  -> record (audit line, metrics)                 audit.rs, metrics.rs
@@ -15,12 +16,14 @@
 //!
 //! Every refusal becomes a Kubernetes `Status` in one place: [`status`].
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod headers;
+pub mod impersonation;
 pub mod inflight;
 pub mod metrics;
 pub mod pipeline;

@@ -1,5 +1,5 @@
-//! The request pipeline: authenticate, refuse smuggled identity, compute attributes, decide,
-//! rewrite, forward, record. One direction, no back and forth; every refusal leaves through
+//! The request pipeline: authenticate, read the impersonation asked for, compute attributes,
+//! decide, rewrite, forward, record. One direction, no back and forth; every refusal leaves through
 //! [`Refusal`].
 
 use std::net::SocketAddr;
@@ -12,11 +12,13 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use infra_authz::attributes::{self, Attributes};
 use infra_authz::clock::Clock;
-use infra_authz::decision::{Decision, Identity, forbidden_status_message};
+use infra_authz::decision::{Decision, Identity};
 
+use crate::access::{Access, Outcome};
 use crate::audit::{Audit, AuditId, Event};
 use crate::authn::Authenticator;
 use crate::headers;
+use crate::impersonation;
 use crate::inflight::{InFlight, InFlightRequest};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
@@ -62,6 +64,8 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct Trail {
     identity: Option<Identity>,
+    /// The identity the caller impersonates, once allowed to.
+    impersonated: Option<Identity>,
     attrs: Option<Attributes>,
     decision: Option<Decision>,
     forwarded: bool,
@@ -150,6 +154,10 @@ impl Proxy {
                 event.impersonated_user = Some(identity.user().to_owned());
             }
         }
+        if let Some(impersonated) = &trail.impersonated {
+            event.impersonated_user = Some(impersonated.user().to_owned());
+            event.impersonated_groups = impersonated.groups().map(str::to_owned).collect();
+        }
         match &trail.attrs {
             Some(Attributes::Resource(r)) => {
                 event.verb = Some(r.verb.clone());
@@ -203,8 +211,8 @@ impl Proxy {
         };
         trail.identity = Some(identity.clone());
 
-        // 3. Refuse smuggled identity.
-        headers::refuse_impersonation(request.headers())?;
+        // 3. The impersonation the client asks for (kubectl --as), decided in step 5.
+        let impersonation = impersonation::requested_by(&request)?;
 
         // 4. Attributes.
         let attrs = attributes::parse(
@@ -214,43 +222,64 @@ impl Proxy {
         )
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
 
-        // 5. Decide.
-        let (decision, hit) = self.policy.decide(&identity, &attrs, now);
-        self.metrics.cache_lookup(&self.metrics.decision_cache, hit);
-        trail.decision = Some(decision.clone());
-        if let Decision::Deny { .. } = &decision {
-            let refusal = forbidden(&identity, &attrs);
-            trail.attrs = Some(attrs);
-            return Err(refusal);
+        // 5. Decide: the caller's right to impersonate, the request as the identity it acts
+        // as, and an upgrade's `create`.
+        let upgrade = is_upgrade(&request);
+        let access = Access {
+            attrs,
+            upgrade,
+            impersonation,
+        };
+        let acting = match access.decide(&self.policy, &identity, now, Some(&self.metrics)) {
+            Outcome::Allowed { acting, decision } => {
+                trail.decision = Some(decision);
+                acting
+            }
+            Outcome::Denied {
+                acting,
+                decision,
+                refusal,
+            } => {
+                trail.decision = Some(decision);
+                trail.impersonated = acting;
+                trail.attrs = Some(access.attrs);
+                return Err(refusal);
+            }
+        };
+        if access.impersonation.is_some() {
+            trail.impersonated = Some(acting.clone());
         }
+        let attrs = &access.attrs;
 
         // 6. Rewrite.
-        let upgrade = is_upgrade(&request);
-        let long_running = upgrade || is_long_running(&attrs, request.uri().query());
+        let long_running = upgrade || is_long_running(attrs, request.uri().query());
         // What the apiserver itself does not time out, and whose body streams through it.
-        let streaming = long_running || is_streaming(&attrs);
+        let streaming = long_running || is_streaming(attrs);
         // A body the client says is too large is refused before anything goes upstream (an
         // upgrade's body is never read; a proxied one streams to its backend).
         let max_body = self.limits.max_request_body_bytes;
         if !streaming && request.body().size_hint().lower() > max_body {
-            trail.attrs = Some(attrs);
+            trail.attrs = Some(access.attrs);
             return Err(too_large(max_body));
         }
         let Some(in_flight) = self.in_flight.acquire(identity.user()) else {
-            trail.attrs = Some(attrs);
+            trail.attrs = Some(access.attrs);
             return Err(Refusal::TooManyRequests(format!(
                 "Too many requests: {:?} has {} requests in flight through infra-proxy (--max-requests-in-flight-per-user; watches and other long-running requests count while open), please try again later",
                 identity.user(),
                 self.in_flight.limit()
             )));
         };
-        let registration = long_running.then(|| self.streams.register(token, attrs.clone()));
+        let registration = long_running.then(|| self.streams.register(token, access.clone()));
         let credential = self.upstream.credential();
+        let impersonated = access.impersonation.as_ref();
         headers::rewrite(
             request.headers_mut(),
             &headers::Upstream {
-                user: identity.user(),
-                groups: &identity.groups().collect::<Vec<_>>(),
+                user: acting.user(),
+                groups: &acting.groups().collect::<Vec<_>>(),
+                uid: impersonated.and_then(|r| r.uid.as_deref()),
+                extras: impersonated.map_or(&[], |r| &r.extras),
                 authorization: credential.as_deref(),
                 peer: peer.ip(),
                 audit_id: audit_id.encode(&mut [0; 36]),
@@ -266,7 +295,7 @@ impl Proxy {
             .uri_for(path_and_query)
             .map_err(|_| Refusal::BadRequest("the request path is not valid".to_owned()))?;
         trail.forwarded = true;
-        trail.attrs = Some(attrs);
+        trail.attrs = Some(access.attrs);
 
         // 7. Forward.
         if upgrade {
@@ -425,23 +454,6 @@ fn too_large(limit: u64) -> Refusal {
     Refusal::TooLarge(format!(
         "Request entity too large: limit is {limit} bytes (infra-proxy's --max-request-body-bytes)"
     ))
-}
-
-fn forbidden(identity: &Identity, attrs: &Attributes) -> Refusal {
-    let (group, kind, name) = match attrs {
-        Attributes::Resource(r) => (
-            r.api_group.clone(),
-            r.resource.clone(),
-            r.name.clone().unwrap_or_default(),
-        ),
-        Attributes::NonResource(_) => (String::new(), String::new(), String::new()),
-    };
-    Refusal::Forbidden {
-        message: forbidden_status_message(identity.user(), attrs, ""),
-        group,
-        kind,
-        name,
-    }
 }
 
 /// Whether the client asks to switch protocols (WebSocket or SPDY).

@@ -15,8 +15,10 @@ pub enum Refusal {
     Unauthorized,
     /// Two `Authorization` headers, or one that is not a bearer token (400).
     BadRequest(String),
-    /// The client tried to choose its own identity with `Impersonate-*` (403).
-    Impersonation(String),
+    /// What the apiserver answers with its plain-text `500 Internal Server Error`
+    /// (`responsewriters.InternalError`): impersonated groups, extras or a uid without a user.
+    /// The message is the whole body; it is no `Status`.
+    Internal(String),
     /// The grants do not allow the request. `message` is the apiserver's full wording; `group`,
     /// `kind` (the resource) and `name` fill `details` as the apiserver fills them.
     Forbidden {
@@ -51,7 +53,8 @@ impl Refusal {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Impersonation(_) | Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -65,9 +68,9 @@ impl Refusal {
         match self {
             Self::Unauthorized => "Unauthorized",
             Self::BadRequest(_) => "BadRequest",
-            Self::Impersonation(_) | Self::Forbidden { .. } => "Forbidden",
+            Self::Forbidden { .. } => "Forbidden",
             Self::Unavailable(_) => "ServiceUnavailable",
-            Self::BadGateway(_) => "InternalError",
+            Self::Internal(_) | Self::BadGateway(_) => "InternalError",
             Self::GatewayTimeout(_) => "Timeout",
             Self::TooManyRequests(_) => "TooManyRequests",
             Self::TooLarge(_) => "RequestEntityTooLarge",
@@ -80,7 +83,7 @@ impl Refusal {
             // The apiserver's own wording for a failed authentication.
             Self::Unauthorized => "Unauthorized",
             Self::BadRequest(m)
-            | Self::Impersonation(m)
+            | Self::Internal(m)
             | Self::Unavailable(m)
             | Self::BadGateway(m)
             | Self::GatewayTimeout(m)
@@ -124,6 +127,21 @@ impl Refusal {
 
     /// The whole response.
     pub fn into_response(self) -> Response<Body> {
+        if let Self::Internal(message) = &self {
+            // Go's `http.Error`: the text and a newline.
+            let mut response = Response::new(crate::upstream::full(format!("{message}\n")));
+            *response.status_mut() = self.code();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            return response;
+        }
         let mut response = Response::new(crate::upstream::full(self.body()));
         *response.status_mut() = self.code();
         let headers = response.headers_mut();
@@ -202,6 +220,21 @@ mod tests {
             serde_json::from_str(&Refusal::TooLarge("big".into()).body()).expect("JSON");
         assert_eq!(too_large["reason"], "RequestEntityTooLarge");
         assert_eq!(too_large["code"], 413);
+    }
+
+    #[test]
+    fn an_internal_error_is_plain_text_as_the_apiservers() {
+        let response =
+            Refusal::Internal("Internal Server Error: \"/x\": boom".into()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
     }
 
     #[test]

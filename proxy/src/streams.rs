@@ -1,7 +1,9 @@
 //! Open long-running requests (watches, followed logs, exec, attach, port-forward), so that a
 //! user who loses access also loses the streams they already have: after every policy change
 //! each one is decided again, with its token checked against the sessions in force, and the
-//! ones no longer allowed are closed.
+//! ones no longer allowed are closed. A stream is kept under its caller's token, even when the
+//! caller impersonates someone (`kubectl --as`): the caller's right to impersonate is decided
+//! again as well, so revoking the caller closes it.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -13,18 +15,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Frame;
-use infra_authz::attributes::Attributes;
 use infra_authz::clock::Clock;
-use infra_authz::decision::Decision;
 use tokio::sync::watch;
 
+use crate::access::{Access, Outcome};
 use crate::authn::Authenticator;
 use crate::policy::PolicyHandle;
 use crate::upstream::{Body, BodyError};
 
 struct Entry {
     token: String,
-    attrs: Attributes,
+    access: Access,
     close: watch::Sender<bool>,
 }
 
@@ -74,8 +75,8 @@ impl Drop for Registration {
 }
 
 impl Streams {
-    /// Registers a stream of the bearer of `token` doing `attrs`.
-    pub fn register(self: &Arc<Self>, token: &str, attrs: Attributes) -> Registration {
+    /// Registers a stream of the bearer of `token` doing `access`.
+    pub fn register(self: &Arc<Self>, token: &str, access: Access) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (close, closed) = watch::channel(false);
         self.open
@@ -85,7 +86,7 @@ impl Streams {
                 id,
                 Entry {
                     token: token.to_owned(),
-                    attrs,
+                    access,
                     close,
                 },
             );
@@ -116,20 +117,20 @@ impl Streams {
         policy: &PolicyHandle,
         clock: &dyn Clock,
     ) -> usize {
-        let open: Vec<(u64, String, Attributes)> = self
+        let open: Vec<(u64, String, Access)> = self
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(id, e)| (*id, e.token.clone(), e.attrs.clone()))
+            .map(|(id, e)| (*id, e.token.clone(), e.access.clone()))
             .collect();
         let now = clock.now();
         let mut closed = 0;
-        for (id, token, attrs) in open {
+        for (id, token, access) in open {
             let allowed = match authn.authenticate(&token, now).await {
                 Ok(identity) => matches!(
-                    policy.decide(&identity, &attrs, now).0,
-                    Decision::Allow { .. }
+                    access.decide(policy, &identity, now, None),
+                    Outcome::Allowed { .. }
                 ),
                 Err(_) => false,
             };

@@ -171,6 +171,25 @@ impl Harness {
             .collect()
     }
 
+    /// Starts a stand-in and a proxy deciding with `policy` and `--rbac-reconcile`, with the
+    /// ClusterRoles `roles` (JSON objects) in the stand-in; returns once the proxy decides with
+    /// them (no grant names an unknown role).
+    pub async fn start_with_cluster_roles(policy: &str, roles: &[serde_json::Value]) -> Self {
+        let h = Self::start_with(policy, |args| args.rbac_reconcile = true).await;
+        for role in roles {
+            h.standin
+                .create(role.clone())
+                .expect("the stand-in stores the ClusterRole");
+        }
+        let policy = std::sync::Arc::clone(&h.proxy.proxy.policy);
+        wait_for(|| {
+            let known = policy.unknown_roles().is_empty();
+            async move { known.then_some(()) }
+        })
+        .await;
+        h
+    }
+
     /// Replaces the policy file as editors do.
     pub fn write_policy(&self, text: &str) {
         // Write beside and rename, as editors and ConfigMap updates do.
@@ -178,6 +197,16 @@ impl Harness {
         std::fs::write(&tmp, text).expect("write policy");
         std::fs::rename(&tmp, &self.policy).expect("rename policy");
     }
+}
+
+/// A ClusterRole object named `name` with `rules` (a JSON list of RBAC rules).
+pub fn cluster_role(name: &str, rules: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": rules,
+    })
 }
 
 /// A stand-in apiserver that accepts [`UPSTREAM_TOKEN`], and a kubeconfig for it in `dir`: what

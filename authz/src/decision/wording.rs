@@ -83,8 +83,8 @@ pub fn forbidden_status_message(user: &str, attrs: &Attributes, reason: &str) ->
     }
 }
 
-/// The apiserver's sanitizer: `&`, `<`, `>` as HTML entities.
-fn sanitize_html(s: &str) -> String {
+/// The apiserver's sanitizer (`responsewriters`): `&`, `<`, `>` as HTML entities.
+pub fn sanitize_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -93,7 +93,7 @@ fn sanitize_html(s: &str) -> String {
 /// Quotes `s` as Go's `%q` (`strconv.Quote`) does: in double quotes, with `"` and `\` escaped,
 /// `\a \b \f \n \r \t \v` for those controls, and `\xNN`, `\uNNNN` or `\UNNNNNNNN` for other
 /// characters Go does not consider printable.
-fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -19,6 +19,7 @@ use tokio::process::{Child, ChildStdout};
 
 mod dropped;
 mod exec;
+mod exec_verbs;
 mod port_forward;
 mod upgrades;
 mod watches;
