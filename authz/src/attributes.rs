@@ -193,6 +193,27 @@ pub fn parse(method: &str, path: &str, query: Option<&str>) -> Result<Attributes
     }
 }
 
+/// The verb a resource request is authorized for, given the verb the resolver computed: the
+/// same, except `create` for the core group's `pods/exec`, `pods/attach` and `pods/portforward`
+/// whatever the method (see the [module documentation](self)). [`parse`] applies it, and so
+/// must whatever builds attributes another way (an access review's spec), so that both decide
+/// alike.
+pub fn authorized_verb<'a>(
+    verb: &'a str,
+    api_group: &str,
+    resource: &str,
+    subresource: Option<&str>,
+) -> &'a str {
+    if api_group.is_empty()
+        && resource == "pods"
+        && matches!(subresource, Some("exec" | "attach" | "portforward"))
+    {
+        "create"
+    } else {
+        verb
+    }
+}
+
 /// The resolver's resource branch; `None` for a non-resource request. `body` is the path
 /// without its leading and trailing slashes, `count` its number of segments (0 for an empty
 /// body), all of them already checked to be non-empty.
@@ -263,12 +284,7 @@ fn resource_attributes(
     if name.is_none() && verb == "delete" {
         verb = "deletecollection";
     }
-    if api_group.is_empty()
-        && resource == "pods"
-        && matches!(subresource, Some("exec" | "attach" | "portforward"))
-    {
-        verb = "create";
-    }
+    verb = authorized_verb(verb, api_group, resource, subresource);
 
     Ok(Some(ResourceAttributes {
         verb: verb.to_owned(),
