@@ -8,6 +8,7 @@
 //!  -> refuse smuggled identity (Impersonate-*)     headers.rs
 //!  -> attributes (verb, group, resource, ...)      infra_authz::attributes
 //!  -> decide (grants x RBAC, cached)               policy.rs, infra_authz::decision
+//!  -> answer access reviews here (never forwarded) reviews.rs, reviews/
 //!  -> rewrite (strip, impersonate, audit id)       headers.rs
 //!  -> forward (limits, pooled h2, upgrades on h1)  inflight.rs, upstream.rs, pipeline.rs
 //!  -> record (audit line, metrics)                 audit.rs, metrics.rs
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
+pub mod reviews;
 pub mod server;
 pub mod status;
 pub mod streams;

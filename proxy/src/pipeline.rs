@@ -1,5 +1,5 @@
 //! The request pipeline: authenticate, refuse smuggled identity, compute attributes, decide,
-//! rewrite, forward, record. One direction, no back and forth; every refusal leaves through
+//! answer access reviews ([`reviews`]) or rewrite and forward, record. One direction, no back and forth; every refusal leaves through
 //! [`Refusal`].
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use crate::headers;
 use crate::inflight::{InFlight, InFlightRequest};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
+use crate::reviews;
 use crate::server::Limits;
 use crate::status::Refusal;
 use crate::streams::{self, Registration, Streams};
@@ -218,6 +219,27 @@ impl Proxy {
             let refusal = forbidden(&identity, &attrs);
             trail.attrs = Some(attrs);
             return Err(refusal);
+        }
+
+        // 5b. Access reviews are answered here, from Infra's decision, never forwarded.
+        if let Some(kind) = reviews::Kind::of(&attrs) {
+            trail.attrs = Some(attrs);
+            let content_type = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let limit = reviews::MAX_REVIEW_BYTES.min(self.limits.max_request_body_bytes);
+            let body =
+                reviews::read_body(request.into_body(), limit, self.limits.request_timeout).await?;
+            return reviews::answer(
+                &self.policy,
+                &identity,
+                &kind,
+                content_type.as_deref(),
+                &body,
+                now,
+            );
         }
 
         // 6. Rewrite.
