@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use infra_authz::attributes::Attributes;
-use infra_authz::decision::{
-    Authorizer, Decision, DecisionCache, Explanation, Identity, Rules,
-};
+use infra_authz::decision::{Authorizer, Decision, DecisionCache, Explanation, Identity, Rules};
 use infra_authz::policy::Grant;
 use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
 use infra_authz::rbac::RoleSet;
@@ -80,7 +78,12 @@ impl PolicyHandle {
     }
 
     /// The rules `identity` has in `namespace` at `now` ([`Authorizer::rules_for`]).
-    pub fn rules_for(&self, identity: &Identity, namespace: Option<&str>, now: SystemTime) -> Rules {
+    pub fn rules_for(
+        &self,
+        identity: &Identity,
+        namespace: Option<&str>,
+        now: SystemTime,
+    ) -> Rules {
         self.current.load().rules_for(identity, namespace, now)
     }
 

@@ -229,7 +229,11 @@ pub fn review(
 
 /// Whose access a review asks about: the caller's for a self review (whatever the spec says of
 /// users), the spec's user and groups otherwise. A local review's namespace is the path's.
-fn subject(kind: &Kind, caller: &Identity, spec: &mut AccessReviewSpec) -> Result<Identity, Refusal> {
+fn subject(
+    kind: &Kind,
+    caller: &Identity,
+    spec: &mut AccessReviewSpec,
+) -> Result<Identity, Refusal> {
     match kind {
         Kind::SelfSubjectAccessReview | Kind::SelfSubjectRulesReview => {
             spec.user.clear();
@@ -262,7 +266,10 @@ fn subject(kind: &Kind, caller: &Identity, spec: &mut AccessReviewSpec) -> Resul
             kind.name()
         )));
     }
-    Ok(Identity::new(spec.user.as_str(), spec.groups.iter().map(String::as_str)))
+    Ok(Identity::new(
+        spec.user.as_str(),
+        spec.groups.iter().map(String::as_str),
+    ))
 }
 
 /// The attributes a review's spec asks about, built as the real request's are.
@@ -309,3 +316,6 @@ fn resource_rule(rule: &PolicyRule) -> Value {
 fn non_resource_rule(rule: &PolicyRule) -> Value {
     json!({"verbs": rule.verbs, "nonResourceURLs": rule.non_resource_urls})
 }
+
+#[cfg(test)]
+mod tests;

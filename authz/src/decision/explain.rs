@@ -219,11 +219,9 @@ mod tests {
                 .take(matched.index)
                 .all(|r| !r.allows(&attrs))
         );
-        assert!(
-            explained
-                .reason(&suzie(), "production")
-                .starts_with("allowed by the grant of edit to user \"suzie@example.com\" on production.web (rule ")
-        );
+        assert!(explained.reason(&suzie(), "production").starts_with(
+            "allowed by the grant of edit to user \"suzie@example.com\" on production.web (rule "
+        ));
     }
 
     #[test]
@@ -241,7 +239,11 @@ mod tests {
         let explained = authz.explain(&suzie(), &attrs, at(10));
         assert!(!explained.decision.is_allowed());
         assert_eq!(explained.allowed_by, None);
-        let whys: Vec<_> = explained.not_allowed.iter().map(|n| n.why.clone()).collect();
+        let whys: Vec<_> = explained
+            .not_allowed
+            .iter()
+            .map(|n| n.why.clone())
+            .collect();
         assert_eq!(
             whys,
             vec![
@@ -258,8 +260,14 @@ mod tests {
             reason.contains("covers only the namespace \"web\", not requests at the cluster scope"),
             "{reason}"
         );
-        assert!(reason.contains("expired at 1970-01-01T00:00:05Z"), "{reason}");
-        assert!(reason.contains("which this proxy does not know"), "{reason}");
+        assert!(
+            reason.contains("expired at 1970-01-01T00:00:05Z"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("which this proxy does not know"),
+            "{reason}"
+        );
         assert!(reason.contains("the grant of view"), "{reason}");
 
         let other = authz.explain(&suzie(), &res("get", "pods", Some("db")), at(10));

@@ -24,8 +24,7 @@ impl Rules {
             return;
         };
         for rule in role.rules() {
-            if !rule.verbs.is_empty() && !rule.api_groups.is_empty() && !rule.resources.is_empty()
-            {
+            if !rule.verbs.is_empty() && !rule.api_groups.is_empty() && !rule.resources.is_empty() {
                 push_new(
                     &mut self.resource,
                     PolicyRule {
@@ -119,19 +118,34 @@ mod tests {
                 .all(|r| view.rules().iter().any(|v| v.resources == r.resources))
         );
         let db = authz.rules_for(&suzie(), Some("db"), at(10));
-        assert!(db.resource.iter().any(|r| r.verbs.contains(&"create".to_owned())));
+        assert!(
+            db.resource
+                .iter()
+                .any(|r| r.verbs.contains(&"create".to_owned()))
+        );
         assert!(
             db.resource
                 .iter()
                 .all(|r| edit.rules().iter().any(|e| e.resources == r.resources))
         );
-        assert_eq!(authz.rules_for(&suzie(), None, at(10)), super::Rules::default());
-        assert_eq!(authz.rules_for(&suzie(), Some(""), at(10)), super::Rules::default());
+        assert_eq!(
+            authz.rules_for(&suzie(), None, at(10)),
+            super::Rules::default()
+        );
+        assert_eq!(
+            authz.rules_for(&suzie(), Some(""), at(10)),
+            super::Rules::default()
+        );
 
         // Before it expired, the cluster grant gives everything, URLs included.
         let before = authz.rules_for(&suzie(), Some("other"), at(0));
         assert!(before.resource.iter().any(|r| r.resources == ["*"]));
-        assert!(before.non_resource.iter().any(|r| r.non_resource_urls == ["*"]));
+        assert!(
+            before
+                .non_resource
+                .iter()
+                .any(|r| r.non_resource_urls == ["*"])
+        );
         assert!(
             before
                 .non_resource
@@ -142,7 +156,17 @@ mod tests {
         // The roles of every authenticated user come too.
         let with = authorizer(&[]).with_authenticated_roles(&roles);
         let rules = with.rules_for(&suzie(), Some("web"), at(0));
-        assert!(rules.resource.iter().any(|r| r.resources.contains(&"selfsubjectaccessreviews".to_owned())));
-        assert!(rules.non_resource.iter().any(|r| r.non_resource_urls.contains(&"/version".to_owned())));
+        assert!(
+            rules
+                .resource
+                .iter()
+                .any(|r| r.resources.contains(&"selfsubjectaccessreviews".to_owned()))
+        );
+        assert!(
+            rules
+                .non_resource
+                .iter()
+                .any(|r| r.non_resource_urls.contains(&"/version".to_owned()))
+        );
     }
 }

@@ -42,7 +42,9 @@ pub enum WireError {
         expected: String,
     },
     /// The protobuf envelope says the object is compressed or not protobuf.
-    #[error("the protobuf envelope has content encoding {encoding:?} and type {content_type:?}, which infra-proxy does not read")]
+    #[error(
+        "the protobuf envelope has content encoding {encoding:?} and type {content_type:?}, which infra-proxy does not read"
+    )]
     Envelope {
         /// `contentEncoding`.
         encoding: String,
@@ -102,11 +104,19 @@ pub struct AccessReviewSpec {
     pub non_resource_attributes: Option<NonResourceAttributes>,
     /// `user`.
     #[prost(string, tag = "3")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub user: String,
     /// `groups`.
     #[prost(string, repeated, tag = "4")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub groups: Vec<String>,
     /// `extra`.
     #[prost(btree_map = "string, message", tag = "5")]
@@ -118,7 +128,11 @@ pub struct AccessReviewSpec {
     pub extra: BTreeMap<String, ExtraValue>,
     /// `uid`.
     #[prost(string, tag = "6")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub uid: String,
 }
 
@@ -136,31 +150,59 @@ pub struct ExtraValue {
 pub struct ResourceAttributes {
     /// `namespace`.
     #[prost(string, tag = "1")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub namespace: String,
     /// `verb`.
     #[prost(string, tag = "2")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub verb: String,
     /// `group`.
     #[prost(string, tag = "3")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub group: String,
     /// `version`.
     #[prost(string, tag = "4")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub version: String,
     /// `resource`.
     #[prost(string, tag = "5")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub resource: String,
     /// `subresource`.
     #[prost(string, tag = "6")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub subresource: String,
     /// `name`.
     #[prost(string, tag = "7")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
 }
 
@@ -169,11 +211,19 @@ pub struct ResourceAttributes {
 pub struct NonResourceAttributes {
     /// `path`.
     #[prost(string, tag = "1")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub path: String,
     /// `verb`.
     #[prost(string, tag = "2")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub verb: String,
 }
 
@@ -190,7 +240,11 @@ pub struct RulesReview {
 pub struct RulesReviewSpec {
     /// `namespace`.
     #[prost(string, tag = "1")]
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub namespace: String,
 }
 
@@ -250,7 +304,9 @@ pub fn object_from_protobuf<M>(body: &[u8], kind: &str) -> Result<M, WireError>
 where
     M: prost::Message + Default,
 {
-    let envelope = body.strip_prefix(PROTOBUF_MAGIC).ok_or(WireError::NoMagic)?;
+    let envelope = body
+        .strip_prefix(PROTOBUF_MAGIC)
+        .ok_or(WireError::NoMagic)?;
     let unknown = Unknown::decode(envelope)?;
     if let Some(type_meta) = &unknown.type_meta {
         check_type(&type_meta.api_version, &type_meta.kind, kind)?;
