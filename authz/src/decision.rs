@@ -14,6 +14,11 @@
 //! A deny is a value, [`Decision::Deny`], whose reason is worded as the apiserver words it
 //! ([`forbidden_message`]); [`forbidden_status_message`] gives the message of the 403 `Status`.
 //!
+//! [`Authorizer::explain`] decides with the same loop and says why: the grant and the rule of
+//! its role that allowed, or why each of the identity's grants did not (out of scope, expired,
+//! unknown role, no rule matches). [`Authorizer::rules_for`] lists the rules an identity has in
+//! a namespace. Both answer the access reviews behind `kubectl auth can-i`.
+//!
 //! A [`DecisionCache`] remembers decisions per authorizer, identity and request; see its
 //! documentation for how policy changes and grant expiry are handled.
 

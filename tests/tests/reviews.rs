@@ -85,6 +85,16 @@ fn assert_no_review_reached_the_apiserver(h: &Harness) {
     assert!(reviews.is_empty(), "reviews were forwarded: {reviews:?}");
 }
 
+/// A user, their groups, what they ask kubectl auth can-i, the same request (method, path,
+/// body), and whether Infra allows it.
+type Case<'a> = (
+    &'a str,
+    &'a [&'a str],
+    &'a [&'a str],
+    (&'a str, &'a str, Option<Value>),
+    bool,
+);
+
 fn configmap(namespace: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": namespace}})
 }
@@ -93,7 +103,7 @@ fn configmap(namespace: &str) -> Value {
 async fn can_i_agrees_with_the_proxy_for_namespace_and_cluster_grants() {
     let h = Harness::start(POLICY).await;
     // (user, groups, can-i arguments, the same request, whether Infra allows it)
-    let cases: [(&str, &[&str], &[&str], (&str, &str, Option<Value>), bool); 8] = [
+    let cases: [Case<'_>; 8] = [
         (
             "suzie@example.com",
             &[],
