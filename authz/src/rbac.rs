@@ -448,22 +448,11 @@ impl Role {
 
     /// Whether a rule of this role allows the request.
     pub fn allows(&self, attrs: &Attributes) -> bool {
-        self.allows_prepared(Prepared::new(attrs))
+        self.matching_rule_prepared(Prepared::new(attrs)).is_some()
     }
 
-    /// [`Role::allows`] for a request prepared once for many roles.
-    pub(crate) fn allows_prepared(&self, req: Prepared<'_>) -> bool {
-        self.matching_rule_prepared(req).is_some()
-    }
-
-    /// The first rule of this role that allows the request: its index in [`Role::rules`], and
-    /// the rule.
-    pub fn matching_rule(&self, attrs: &Attributes) -> Option<(usize, &PolicyRule)> {
-        let index = self.matching_rule_prepared(Prepared::new(attrs))?;
-        Some((index, self.rules.get(index)?))
-    }
-
-    /// [`Role::matching_rule`]'s index, for a request prepared once for many roles.
+    /// The index in [`Role::rules`] of the first rule that allows the request, prepared once
+    /// for many roles.
     pub(crate) fn matching_rule_prepared(&self, req: Prepared<'_>) -> Option<usize> {
         match req.attrs {
             Attributes::Resource(r) => self
