@@ -102,6 +102,7 @@ mod tests {
         let grants = [
             grant(user("suzie@example.com"), "view", ns("web")),
             grant(group("Engineering"), "edit", ns("db")),
+            grant(user("suzie@example.com"), "cluster-admin", ns("ops")),
             expired,
         ];
         let roles = RoleSet::builtin();
@@ -128,6 +129,10 @@ mod tests {
                 .iter()
                 .all(|r| edit.rules().iter().any(|e| e.resources == r.resources))
         );
+        // cluster-admin on a namespace: every resource there, but no URL.
+        let ops = authz.rules_for(&suzie(), Some("ops"), at(10));
+        assert!(ops.resource.iter().any(|r| r.resources == ["*"]));
+        assert!(ops.non_resource.is_empty(), "{ops:?}");
         assert_eq!(
             authz.rules_for(&suzie(), None, at(10)),
             super::Rules::default()
