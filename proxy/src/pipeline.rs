@@ -1,6 +1,6 @@
 //! The request pipeline: authenticate, refuse smuggled identity, compute attributes, decide,
-//! answer access reviews ([`reviews`]) or rewrite and forward, record. One direction, no back and forth; every refusal leaves through
-//! [`Refusal`].
+//! answer access reviews ([`reviews`]) or rewrite and forward, record. One direction, no back
+//! and forth; every refusal leaves through [`Refusal`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
