@@ -15,9 +15,11 @@
 //!   which kubectl reads whatever it sent.
 //!
 //! A self review's attributes are built as the real request's would be: verbs, groups and
-//! resources as given (`*` literally, as RBAC matches it), and `create` for `pods/exec`,
+//! resources as given (`*` literally, as RBAC matches it), `create` for `pods/exec`,
 //! `pods/attach` and `pods/portforward` whatever the verb
-//! ([`infra_authz::attributes::authorized_verb`]).
+//! ([`infra_authz::attributes::authorized_verb`]), and for a list or watch without a name, the
+//! name its field selector requires of `metadata.name`
+//! ([`infra_authz::attributes::field_selector_name`]).
 
 pub mod wire;
 
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use infra_authz::attributes::{
-    Attributes, NonResourceAttributes, ResourceAttributes, authorized_verb,
+    Attributes, NonResourceAttributes, ResourceAttributes, authorized_verb, field_selector_name,
 };
 use infra_authz::decision::Identity;
 use infra_authz::rbac::PolicyRule;
@@ -286,7 +288,14 @@ fn attributes(spec: &AccessReviewSpec) -> Result<Attributes, Refusal> {
                 namespace: non_empty(&r.namespace),
                 resource: r.resource.clone(),
                 subresource,
-                name: non_empty(&r.name),
+                // A list or watch is authorized for the name its field selector requires, as
+                // the real request is.
+                name: non_empty(&r.name).or_else(|| {
+                    let selector = r.field_selector.as_ref()?;
+                    matches!(verb, "list" | "watch")
+                        .then(|| field_selector_name(&selector.raw_selector))
+                        .flatten()
+                }),
             }))
         }
         (None, Some(n)) => Ok(Attributes::NonResource(NonResourceAttributes {

@@ -35,8 +35,9 @@ fn suzie() -> Identity {
     Identity::new("suzie", ["eng"])
 }
 
-/// The built-in roles, and `exec-getter`: `get` on `pods/exec` and `pods/attach`, which opens
-/// nothing (opening a shell is `create`).
+/// The built-in roles; `exec-getter`: `get` on `pods/exec` and `pods/attach`, which opens
+/// nothing (opening a shell is `create`); `obj-watcher`: list and watch the objects named
+/// `obj`.
 fn roles() -> RoleSet {
     let mut roles = RoleSet::builtin();
     roles.insert(infra_authz::rbac::ClusterRole {
@@ -45,6 +46,16 @@ fn roles() -> RoleSet {
             verbs: vec!["get".into()],
             api_groups: vec![String::new()],
             resources: vec!["pods/exec".into(), "pods/attach".into()],
+            ..infra_authz::rbac::PolicyRule::default()
+        }],
+    });
+    roles.insert(infra_authz::rbac::ClusterRole {
+        name: "obj-watcher".into(),
+        rules: vec![infra_authz::rbac::PolicyRule {
+            verbs: vec!["list".into(), "watch".into()],
+            api_groups: vec![String::new(), "apps".into()],
+            resources: vec!["pods".into(), "deployments".into()],
+            resource_names: vec!["obj".into()],
             ..infra_authz::rbac::PolicyRule::default()
         }],
     });
@@ -272,6 +283,77 @@ fn verbs_and_resources_are_taken_literally_and_exec_is_create() {
     assert_eq!(ask(&policy, &suzie(), &url("/healthz"))["allowed"], true);
     assert_eq!(ask(&policy, &suzie(), &url("/metrics"))["allowed"], false);
     assert_eq!(ask(&policy, &carl, &url("/metrics"))["allowed"], true);
+}
+
+#[test]
+fn a_field_selector_on_the_name_names_the_object_as_for_the_real_list() {
+    let policy = PolicyHandle::new(
+        DEST,
+        &[grant(
+            Subject::User("dora".into()),
+            "obj-watcher",
+            Resource::namespace(DEST, "web"),
+        )],
+        roles(),
+    );
+    let dora = Identity::new("dora", Vec::<String>::new());
+    let body = |verb: &str, selector: &str| {
+        json!({"spec": {"resourceAttributes": {
+            "namespace": "web", "verb": verb, "resource": "pods",
+            "fieldSelector": {"rawSelector": selector, "requirements": [{"key": "metadata.name", "operator": "In", "values": ["x"]}]},
+            "labelSelector": {"rawSelector": "app=web"},
+        }}})
+        .to_string()
+    };
+    let ask = |verb: &str, selector: &str| {
+        review(
+            &policy,
+            &dora,
+            &Kind::SelfSubjectAccessReview,
+            JSON,
+            body(verb, selector).as_bytes(),
+            at(0),
+        )
+        .expect("an answer")
+    };
+    for verb in ["list", "watch"] {
+        let answer = ask(verb, "metadata.name=obj");
+        assert_eq!(answer["status"]["allowed"], true, "{answer}");
+        assert_eq!(
+            answer["spec"]["resourceAttributes"]["fieldSelector"]["rawSelector"],
+            "metadata.name=obj"
+        );
+        assert_eq!(
+            answer["spec"]["resourceAttributes"]["fieldSelector"]["requirements"][0]["values"],
+            json!(["x"])
+        );
+        assert_eq!(
+            answer["spec"]["resourceAttributes"]["labelSelector"]["rawSelector"],
+            "app=web"
+        );
+        for other in [
+            "metadata.name=other",
+            "metadata.namespace=web",
+            "",
+            "metadata.name",
+        ] {
+            assert_eq!(
+                ask(verb, other)["status"]["allowed"],
+                false,
+                "{verb} {other}"
+            );
+        }
+        let real = attributes::parse(
+            "GET",
+            "/api/v1/namespaces/web/pods",
+            Some(&format!(
+                "watch={}&fieldSelector=metadata.name%3Dobj",
+                verb == "watch"
+            )),
+        )
+        .expect("attributes");
+        assert!(policy.decide(&dora, &real, at(0)).0.is_allowed());
+    }
 }
 
 #[test]
@@ -544,6 +626,7 @@ fn any_grant() -> impl Strategy<Value = Grant> {
         1 => Just("admin"),
         1 => Just("cluster-admin"),
         2 => Just("exec-getter"),
+        2 => Just("obj-watcher"),
         1 => Just("unknown"),
     ];
     let scope = prop_oneof![
@@ -580,14 +663,27 @@ fn any_request() -> impl Strategy<Value = Request> {
         1 => Just(("rbac.authorization.k8s.io", "rolebindings", true)),
     ];
     let action = prop_oneof![
-        Just(("GET", "get", true, None)),
-        Just(("GET", "list", false, None)),
-        Just(("GET", "watch", false, Some("watch=true"))),
-        Just(("POST", "create", false, None)),
-        Just(("PUT", "update", true, None)),
-        Just(("PATCH", "patch", true, None)),
-        Just(("DELETE", "delete", true, None)),
-        Just(("DELETE", "deletecollection", false, None)),
+        1 => Just(("GET", "get", true, None)),
+        1 => Just(("GET", "list", false, None)),
+        1 => Just(("GET", "watch", false, Some("watch=true"))),
+        // A list or watch of one object by name, as `kubectl get pod NAME --watch` makes it.
+        3 => Just((
+            "GET",
+            "list",
+            false,
+            Some("fieldSelector=metadata.name%3Dobj")
+        )),
+        3 => Just((
+            "GET",
+            "watch",
+            false,
+            Some("watch=true&fieldSelector=metadata.name%3Dobj")
+        )),
+        1 => Just(("POST", "create", false, None)),
+        1 => Just(("PUT", "update", true, None)),
+        1 => Just(("PATCH", "patch", true, None)),
+        1 => Just(("DELETE", "delete", true, None)),
+        1 => Just(("DELETE", "deletecollection", false, None)),
     ];
     let subresource = prop_oneof![
         3 => Just(None),
@@ -628,6 +724,13 @@ fn any_request() -> impl Strategy<Value = Request> {
                     resource: resource.into(),
                     subresource: subresource.unwrap_or_default().into(),
                     name: name.unwrap_or_default().into(),
+                    field_selector: query.filter(|q| q.contains("fieldSelector")).map(|_| {
+                        wire::SelectorAttributes {
+                            raw_selector: "metadata.name=obj".into(),
+                            ..wire::SelectorAttributes::default()
+                        }
+                    }),
+                    ..ResourceAttributes::default()
                 }),
                 ..AccessReviewSpec::default()
             };

@@ -3,9 +3,8 @@
 //! the spec back into the answer.
 //!
 //! The field numbers are those of `k8s.io/api/authorization/v1/generated.proto`; the envelope
-//! is `runtime.Unknown` of `k8s.io/apimachinery` behind the four bytes `k8s\0`. Fields the
-//! proxy does not decide with (the object's metadata, the field and label selectors of
-//! resource attributes) are not declared, so protobuf skips them and JSON ignores them.
+//! is `runtime.Unknown` of `k8s.io/apimachinery` behind the four bytes `k8s\0`. The object's
+//! metadata and status are not declared, so protobuf skips them and JSON ignores them.
 
 use std::collections::BTreeMap;
 
@@ -145,8 +144,9 @@ pub struct ExtraValue {
     pub items: Vec<String>,
 }
 
-/// `ResourceAttributes` (without the selectors).
+/// `ResourceAttributes`.
 #[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceAttributes {
     /// `namespace`.
     #[prost(string, tag = "1")]
@@ -204,6 +204,65 @@ pub struct ResourceAttributes {
         skip_serializing_if = "String::is_empty"
     )]
     pub name: String,
+    /// `fieldSelector`.
+    #[prost(message, optional, tag = "8")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_selector: Option<SelectorAttributes>,
+    /// `labelSelector`.
+    #[prost(message, optional, tag = "9")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<SelectorAttributes>,
+}
+
+/// `FieldSelectorAttributes` and `LabelSelectorAttributes`, which have the same fields.
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorAttributes {
+    /// `rawSelector`.
+    #[prost(string, tag = "1")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub raw_selector: String,
+    /// `requirements`.
+    #[prost(message, repeated, tag = "2")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub requirements: Vec<SelectorRequirement>,
+}
+
+/// `FieldSelectorRequirement` and `LabelSelectorRequirement` of `meta/v1`.
+#[derive(Clone, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
+pub struct SelectorRequirement {
+    /// `key`.
+    #[prost(string, tag = "1")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub key: String,
+    /// `operator`.
+    #[prost(string, tag = "2")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub operator: String,
+    /// `values`.
+    #[prost(string, repeated, tag = "3")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub values: Vec<String>,
 }
 
 /// `NonResourceAttributes`.
