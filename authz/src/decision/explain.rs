@@ -135,16 +135,21 @@ impl Authorizer {
 impl Explanation {
     /// A short sentence: which grant allowed, or why no grant of `identity` did.
     ///
-    /// - `allowed by the grant of edit to user "suzie" on production.web (rule 2 of its role)`
+    /// - `allowed by the grant of edit to user "suzie" on production.web (rule 2 of its role:
+    ///   create, delete on pods/exec)`
     /// - `no grant allows it: the grant of view to user "suzie" on production.web covers only
     ///   the namespace "web", not "db"`
-    /// - `user "suzie" and its groups have no grant on production`
+    /// - `user "suzie" and its groups have no grant on production that allows it`
     pub fn reason(&self, identity: &Identity, destination: &str) -> String {
         if let Some(matched) = &self.allowed_by {
             let grant = &matched.grant;
             return format!(
-                "allowed by the grant of {} to {} on {} (rule {} of its role)",
-                grant.role, grant.subject, grant.resource, matched.index
+                "allowed by the grant of {} to {} on {} (rule {} of its role: {})",
+                grant.role,
+                grant.subject,
+                grant.resource,
+                matched.index,
+                rule_summary(&matched.rule)
             );
         }
         if self.not_allowed.is_empty() {
@@ -156,6 +161,31 @@ impl Explanation {
         let each: Vec<String> = self.not_allowed.iter().map(ToString::to_string).collect();
         format!("no grant allows it: {}", each.join("; "))
     }
+}
+
+/// A rule in a few words: `get, list on pods, pods/log` (with ` in apps` for other groups),
+/// `get on /healthz`.
+fn rule_summary(rule: &PolicyRule) -> String {
+    let verbs = rule.verbs.join(", ");
+    if rule.resources.is_empty() {
+        return format!("{verbs} on {}", rule.non_resource_urls.join(", "));
+    }
+    let mut out = format!("{verbs} on {}", rule.resources.join(", "));
+    let groups: Vec<&str> = rule
+        .api_groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| !g.is_empty())
+        .collect();
+    if !groups.is_empty() {
+        out.push_str(" in ");
+        out.push_str(&groups.join(", "));
+    }
+    if !rule.resource_names.is_empty() {
+        out.push_str(" named ");
+        out.push_str(&rule.resource_names.join(", "));
+    }
+    out
 }
 
 impl fmt::Display for NotAllowed {
@@ -219,9 +249,23 @@ mod tests {
                 .take(matched.index)
                 .all(|r| !r.allows(&attrs))
         );
-        assert!(explained.reason(&suzie(), "production").starts_with(
-            "allowed by the grant of edit to user \"suzie@example.com\" on production.web (rule "
-        ));
+        let reason = explained.reason(&suzie(), "production");
+        assert!(
+            reason.starts_with(&format!(
+                "allowed by the grant of edit to user \"suzie@example.com\" on production.web \
+                 (rule {} of its role: ",
+                matched.index
+            )),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("create") && reason.contains(" on pods"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(" in "),
+            "the core group goes unsaid: {reason}"
+        );
     }
 
     #[test]
