@@ -650,6 +650,16 @@ fn unescape_selector_value(raw: &[u8]) -> Result<Cow<'_, [u8]>, ()> {
 
 /// The name the resolver takes from a field selector: non-empty, a valid path segment name
 /// (not `.` or `..`, without `/` or `%`), and here also UTF-8.
+/// The name a list or watch is authorized for when its field selector is `raw` (unescaped), as
+/// [`parse`] finds it: the value the selector requires `metadata.name` to equal, when that is a
+/// valid name. For an access review, whose field selector comes apart from any query.
+pub fn field_selector_name(raw: &str) -> Option<String> {
+    parse_field_selector(raw.as_bytes())
+        .ok()
+        .flatten()
+        .and_then(valid_name)
+}
+
 fn valid_name(value: Cow<'_, [u8]>) -> Option<String> {
     let name = String::from_utf8(value.into_owned()).ok()?;
     let valid = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']);

@@ -14,10 +14,17 @@
 //! A deny is a value, [`Decision::Deny`], whose reason is worded as the apiserver words it
 //! ([`forbidden_message`]); [`forbidden_status_message`] gives the message of the 403 `Status`.
 //!
+//! [`Authorizer::explain`] decides with the same loop and says why: the grant and the rule of
+//! its role that allowed, or why each of the identity's grants did not (out of scope, expired,
+//! unknown role, no rule matches). [`Authorizer::rules_for`] lists the rules an identity has in
+//! a namespace. Both answer the access reviews behind `kubectl auth can-i`.
+//!
 //! A [`DecisionCache`] remembers decisions per authorizer, identity and request; see its
 //! documentation for how policy changes and grant expiry are handled.
 
 mod cache;
+mod explain;
+mod rules;
 mod wording;
 
 use std::cmp::{max, min};
@@ -33,6 +40,8 @@ use crate::policy::Grant;
 use crate::rbac::{Prepared, Role, RoleSet};
 
 pub use cache::DecisionCache;
+pub use explain::{Explanation, MatchedRule, NotAllowed, RequestScope, WhyNot};
+pub use rules::Rules;
 pub use wording::{forbidden_message, forbidden_status_message, go_quote, sanitize_html};
 
 /// Who is asking: a user and the groups they belong to.
@@ -325,58 +334,107 @@ impl Authorizer {
         attrs: &Attributes,
         now: SystemTime,
     ) -> (Decision, Validity) {
-        let request = Prepared::new(attrs);
-        let mut validity = Validity::ALWAYS;
-        let mut allowed: Option<&Resolved> = None;
+        let walked = self.walk(identity, attrs, now, &mut ());
+        (walked.decision(identity, attrs), walked.validity)
+    }
 
+    /// The kept grants that name the identity's user or one of its groups: the user's first,
+    /// then each group's in the identity's order, each in the order the grants were given.
+    fn grants_of<'a>(&'a self, identity: &'a Identity) -> impl Iterator<Item = &'a Resolved> {
         let user = self.by_user.get(identity.user()).map(|v| &**v);
         let groups = identity
             .groups
             .iter()
             .filter_map(|g| self.by_group.get(&**g).map(|v| &**v));
-        for &i in user.into_iter().chain(groups).flatten() {
-            // Indices come from enumerating `grants` in `new`; `get` keeps this panic-free.
-            let Some(resolved) = self.grants.get(i) else {
-                continue;
-            };
+        // Indices come from enumerating `grants` in `new`; `get` keeps this panic-free.
+        user.into_iter()
+            .chain(groups)
+            .flatten()
+            .filter_map(|&i| self.grants.get(i))
+    }
+
+    /// The one decision loop: [`Authorizer::decide_with_validity`] walks it with `()` (which
+    /// notes nothing), [`Authorizer::explain`] with a visitor that notes why each grant did not
+    /// allow.
+    fn walk<'a, V: Visit>(
+        &'a self,
+        identity: &'a Identity,
+        attrs: &Attributes,
+        now: SystemTime,
+        visit: &mut V,
+    ) -> Walked<'a> {
+        let request = Prepared::new(attrs);
+        let mut validity = Validity::ALWAYS;
+        let mut allowed: Option<(&Resolved, usize)> = None;
+
+        for resolved in self.grants_of(identity) {
             if !resolved.covers(attrs) {
+                visit.not_allowed(resolved, || WhyNot::OutOfScope {
+                    requested: RequestScope::of(attrs),
+                });
                 continue;
             }
             if let Some(at) = resolved.grant.expires_at {
                 if at <= now {
                     validity.from = max(validity.from, Some(at));
+                    visit.not_allowed(resolved, || WhyNot::Expired { at });
                     continue;
                 }
                 validity.until = Some(validity.until.map_or(at, |until| min(until, at)));
             }
-            if allowed.is_none()
-                && resolved
-                    .role
-                    .as_ref()
-                    .is_some_and(|role| role.allows_prepared(request))
-            {
-                allowed = Some(resolved);
+            if allowed.is_some() {
+                continue;
+            }
+            match &resolved.role {
+                None => visit.not_allowed(resolved, || WhyNot::UnknownRole),
+                Some(role) => match role.matching_rule_prepared(request) {
+                    Some(rule) => allowed = Some((resolved, rule)),
+                    None => visit.not_allowed(resolved, || WhyNot::NoRuleMatches),
+                },
             }
         }
 
         if allowed.is_none() {
-            allowed = self.authenticated.iter().find(|resolved| {
-                resolved
-                    .role
-                    .as_ref()
-                    .is_some_and(|role| role.allows_prepared(request))
+            allowed = self.authenticated.iter().find_map(|resolved| {
+                let rule = resolved.role.as_ref()?.matching_rule_prepared(request)?;
+                Some((resolved, rule))
             });
         }
-        let decision = match allowed {
-            Some(resolved) => Decision::Allow {
+        Walked { allowed, validity }
+    }
+}
+
+/// What [`Authorizer::walk`] found.
+struct Walked<'a> {
+    /// The grant that allowed, and the index of its role's rule that did.
+    allowed: Option<(&'a Resolved, usize)>,
+    validity: Validity,
+}
+
+impl Walked<'_> {
+    fn decision(&self, identity: &Identity, attrs: &Attributes) -> Decision {
+        match self.allowed {
+            Some((resolved, _)) => Decision::Allow {
                 grant: Arc::clone(&resolved.grant),
             },
             None => Decision::Deny {
                 reason: forbidden_message(identity.user(), attrs).into(),
             },
-        };
-        (decision, validity)
+        }
     }
+}
+
+/// What the decision loop tells a visitor.
+trait Visit {
+    /// A grant of the identity did not allow the request, for the reason `why` gives (called
+    /// only when the visitor wants it).
+    fn not_allowed(&mut self, grant: &Resolved, why: impl FnOnce() -> WhyNot);
+}
+
+/// Notes nothing: the plain decision.
+impl Visit for () {
+    #[inline]
+    fn not_allowed(&mut self, _grant: &Resolved, _why: impl FnOnce() -> WhyNot) {}
 }
 
 impl fmt::Debug for Authorizer {

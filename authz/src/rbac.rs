@@ -297,6 +297,8 @@ impl NameSet {
 /// A rule that can match resource requests, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ResourceRule {
+    /// The index of the rule in [`Role::rules`].
+    index: usize,
     verbs: VerbSet,
     groups: NameSet,
     /// The raw `resources` entries; [`resource_entry_matches`] handles `*` and `*/sub`.
@@ -366,6 +368,8 @@ impl UrlPattern {
 /// A rule that can match non-resource requests, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UrlRule {
+    /// The index of the rule in [`Role::rules`].
+    index: usize,
     verbs: VerbSet,
     urls: Box<[UrlPattern]>,
 }
@@ -393,8 +397,12 @@ impl Role {
         let rules: Arc<[PolicyRule]> = rules.into();
         let resource_rules = rules
             .iter()
-            .filter(|r| !r.verbs.is_empty() && !r.api_groups.is_empty() && !r.resources.is_empty())
-            .map(|r| ResourceRule {
+            .enumerate()
+            .filter(|(_, r)| {
+                !r.verbs.is_empty() && !r.api_groups.is_empty() && !r.resources.is_empty()
+            })
+            .map(|(index, r)| ResourceRule {
+                index,
                 verbs: VerbSet::new(&r.verbs),
                 groups: NameSet::new(&r.api_groups),
                 resources: r.resources.iter().map(|s| Box::from(s.as_str())).collect(),
@@ -408,8 +416,10 @@ impl Role {
             .collect();
         let url_rules = rules
             .iter()
-            .filter(|r| !r.verbs.is_empty() && !r.non_resource_urls.is_empty())
-            .map(|r| UrlRule {
+            .enumerate()
+            .filter(|(_, r)| !r.verbs.is_empty() && !r.non_resource_urls.is_empty())
+            .map(|(index, r)| UrlRule {
+                index,
                 verbs: VerbSet::new(&r.verbs),
                 urls: r
                     .non_resource_urls
@@ -438,20 +448,23 @@ impl Role {
 
     /// Whether a rule of this role allows the request.
     pub fn allows(&self, attrs: &Attributes) -> bool {
-        self.allows_prepared(Prepared::new(attrs))
+        self.matching_rule_prepared(Prepared::new(attrs)).is_some()
     }
 
-    /// [`Role::allows`] for a request prepared once for many roles.
-    pub(crate) fn allows_prepared(&self, req: Prepared<'_>) -> bool {
+    /// The index in [`Role::rules`] of the first rule that allows the request, prepared once
+    /// for many roles.
+    pub(crate) fn matching_rule_prepared(&self, req: Prepared<'_>) -> Option<usize> {
         match req.attrs {
             Attributes::Resource(r) => self
                 .resource_rules
                 .iter()
-                .any(|rule| rule.matches(req.verb_bit, r)),
+                .find(|rule| rule.matches(req.verb_bit, r))
+                .map(|rule| rule.index),
             Attributes::NonResource(n) => self
                 .url_rules
                 .iter()
-                .any(|rule| rule.matches(req.verb_bit, n)),
+                .find(|rule| rule.matches(req.verb_bit, n))
+                .map(|rule| rule.index),
         }
     }
 }

@@ -23,6 +23,7 @@ mod jwks;
 mod kubeconfig;
 pub mod mutate;
 mod policy_file;
+mod reviews;
 mod sync_message;
 mod token;
 
@@ -31,6 +32,7 @@ pub use headers::headers;
 pub use jwks::jwks;
 pub use kubeconfig::kubeconfig;
 pub use policy_file::policy_file;
+pub use reviews::reviews;
 pub use sync_message::sync_message;
 pub use token::{seed_tokens as token_seeds, token};
 
@@ -46,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("headers", headers),
     ("sync_message", sync_message),
     ("kubeconfig", kubeconfig),
+    ("reviews", reviews),
 ];
 
 /// Escapes `bytes` for an assertion message: printable ASCII as is, the rest as `\xNN`, and at

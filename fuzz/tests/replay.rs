@@ -165,6 +165,11 @@ fn kubeconfig() {
 }
 
 #[test]
+fn reviews() {
+    replay("reviews");
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let this = include_str!("replay.rs");
     for (name, _) in infra_fuzz::TARGETS {

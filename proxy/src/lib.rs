@@ -9,6 +9,7 @@
 //!  -> attributes (verb, group, resource, ...)      infra_authz::attributes
 //!  -> decide (impersonate checks, the request as   access.rs, policy.rs,
 //!     the acting identity, an upgrade's create)    infra_authz::decision
+//!  -> answer access reviews here (never forwarded) reviews.rs, reviews/
 //!  -> rewrite (strip, impersonate, audit id)       headers.rs
 //!  -> forward (limits, pooled h2, upgrades on h1)  inflight.rs, upstream.rs, pipeline.rs
 //!  -> record (audit line, metrics)                 audit.rs, metrics.rs
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
+pub mod reviews;
 pub mod server;
 pub mod status;
 pub mod streams;

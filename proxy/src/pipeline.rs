@@ -1,6 +1,6 @@
 //! The request pipeline: authenticate, read the impersonation asked for, compute attributes,
-//! decide, rewrite, forward, record. One direction, no back and forth; every refusal leaves through
-//! [`Refusal`].
+//! decide, answer access reviews ([`reviews`]) or rewrite and forward, record. One direction, no
+//! back and forth; every refusal leaves through [`Refusal`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::impersonation;
 use crate::inflight::{InFlight, InFlightRequest};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::policy::PolicyHandle;
+use crate::reviews;
 use crate::server::Limits;
 use crate::status::Refusal;
 use crate::streams::{self, Registration, Streams};
@@ -250,6 +251,28 @@ impl Proxy {
             trail.impersonated = Some(acting.clone());
         }
         let attrs = &access.attrs;
+
+        // 5b. Access reviews are answered here, from Infra's decision, never forwarded.
+        if let Some(kind) = reviews::Kind::of(attrs) {
+            trail.attrs = Some(attrs.clone());
+            let content_type = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let limit = reviews::MAX_REVIEW_BYTES.min(self.limits.max_request_body_bytes);
+            let body =
+                reviews::read_body(request.into_body(), limit, self.limits.request_timeout).await?;
+            // With `--as`, the review is about the identity acted as, as the apiserver answers it.
+            return reviews::answer(
+                &self.policy,
+                &acting,
+                &kind,
+                content_type.as_deref(),
+                &body,
+                now,
+            );
+        }
 
         // 6. Rewrite.
         let long_running = upgrade || is_long_running(attrs, request.uri().query());

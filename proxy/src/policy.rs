@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use infra_authz::attributes::Attributes;
-use infra_authz::decision::{Authorizer, Decision, DecisionCache, Identity};
+use infra_authz::decision::{Authorizer, Decision, DecisionCache, Explanation, Identity, Rules};
 use infra_authz::policy::Grant;
 use infra_authz::policy::file::{self, EnvSecrets, PolicyErrors};
 use infra_authz::rbac::RoleSet;
@@ -72,6 +72,22 @@ impl PolicyHandle {
     ) -> (Decision, bool) {
         let authorizer = self.current.load();
         self.cache.lookup(&authorizer, identity, attrs, now)
+    }
+
+    /// Decides as [`Self::decide`] does, with the authorizer in force and the same loop, but
+    /// not from the cache, and says why (for the access reviews infra-proxy answers).
+    pub fn explain(&self, identity: &Identity, attrs: &Attributes, now: SystemTime) -> Explanation {
+        self.current.load().explain(identity, attrs, now)
+    }
+
+    /// The rules `identity` has in `namespace` at `now` ([`Authorizer::rules_for`]).
+    pub fn rules_for(
+        &self,
+        identity: &Identity,
+        namespace: Option<&str>,
+        now: SystemTime,
+    ) -> Rules {
+        self.current.load().rules_for(identity, namespace, now)
     }
 
     /// Puts new grants in force. Every cached decision of the old ones becomes unreachable.

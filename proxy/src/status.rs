@@ -41,6 +41,8 @@ pub enum Refusal {
     TooManyRequests(String),
     /// The request body is over the limit (413).
     TooLarge(String),
+    /// The object in the request body is not valid (422), as the apiserver's validation says.
+    Invalid(String),
 }
 
 /// Seconds a client told 429 should wait (`Retry-After`, and `retryAfterSeconds` in the
@@ -60,6 +62,7 @@ impl Refusal {
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -74,6 +77,7 @@ impl Refusal {
             Self::GatewayTimeout(_) => "Timeout",
             Self::TooManyRequests(_) => "TooManyRequests",
             Self::TooLarge(_) => "RequestEntityTooLarge",
+            Self::Invalid(_) => "Invalid",
         }
     }
 
@@ -88,7 +92,8 @@ impl Refusal {
             | Self::BadGateway(m)
             | Self::GatewayTimeout(m)
             | Self::TooManyRequests(m)
-            | Self::TooLarge(m) => m,
+            | Self::TooLarge(m)
+            | Self::Invalid(m) => m,
             Self::Forbidden { message, .. } => message,
         }
     }

@@ -175,7 +175,7 @@ impl Harness {
     /// ClusterRoles `roles` (JSON objects) in the stand-in; returns once the proxy decides with
     /// them (no grant names an unknown role).
     pub async fn start_with_cluster_roles(policy: &str, roles: &[serde_json::Value]) -> Self {
-        let h = Self::start_with(policy, |args| args.rbac_reconcile = true).await;
+        let h = Self::start_with(policy, |args| args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On).await;
         for role in roles {
             h.standin
                 .create(role.clone())
@@ -295,6 +295,54 @@ pub async fn https_get(h: &Harness, path: &str, headers: &[(&str, &str)]) -> (u1
         .send_request(
             request
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A request with `method` and `body` over real TLS to the proxy with exactly `headers` (and
+/// the body's length); answers the status and body.
+pub async fn https_send(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    let mut config = certs::client_config(&h.ca, None);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(h.proxy.address)
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                 .expect("request"),
         )
         .await
