@@ -24,5 +24,5 @@ pub use error::ErrorBody;
 pub use objects::{
     AccessKey, Destination, DestinationBody, Grant, GrantUpdate, Group, IdentityLink, KeyKind,
     NewGrant, NewGroup, NewKey, NewPassword, NewUser, Page, Provider, ProviderBody, ProviderKind,
-    ProviderSummary, Source, User, Version,
+    ProviderSummary, Source, User, Version, Why, WhyGrant, WhyNotAllowed, WhyRule,
 };

@@ -428,3 +428,76 @@ pub struct DestinationBody {
     #[serde(default)]
     pub outside_bindings: Vec<String>,
 }
+
+/// `GET /api/why`: how Infra decides one request of one user on one destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Why {
+    /// The destination decided for.
+    pub destination: String,
+    /// The user.
+    pub user: String,
+    /// The user's Infra groups, as the decision saw them.
+    pub groups: Vec<String>,
+    /// The request, in words: `list pods in the namespace "web"`.
+    pub request: String,
+    /// Whether infra-proxy allows it.
+    pub allowed: bool,
+    /// One sentence: the grant that allows, or why none does.
+    pub reason: String,
+    /// The grant that allows it.
+    #[serde(default)]
+    pub allowed_by: Option<WhyGrant>,
+    /// The rule of that grant's role that matched.
+    #[serde(default)]
+    pub rule: Option<WhyRule>,
+    /// On a deny: each of the user's grants on the destination and why it did not allow.
+    #[serde(default)]
+    pub not_allowed: Vec<WhyNotAllowed>,
+    /// What the answer could not take into account (roles only the destination's cluster knows).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// A grant, as [`Why`] names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyGrant {
+    /// The user, for a user grant.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group, for a group grant.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The role.
+    pub role: String,
+    /// `destination` or `destination.namespace`.
+    pub resource: String,
+    /// When it lapses.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A rule of a role (RBAC `PolicyRule`), and its place in the role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyRule {
+    /// Its index among the role's rules.
+    pub index: usize,
+    /// Verbs.
+    pub verbs: Vec<String>,
+    /// API groups.
+    pub api_groups: Vec<String>,
+    /// Resources.
+    pub resources: Vec<String>,
+    /// Resource names (empty: all).
+    pub resource_names: Vec<String>,
+    /// Non-resource URLs.
+    pub non_resource_urls: Vec<String>,
+}
+
+/// A grant that did not allow the request, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyNotAllowed {
+    /// The grant.
+    pub grant: WhyGrant,
+    /// Why it did not allow.
+    pub why: String,
+}

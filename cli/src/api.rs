@@ -422,6 +422,10 @@ impl Client {
         .await
     }
 
+    pub async fn why(&self, query: &[(&str, String)]) -> Result<infra_api::Why> {
+        self.get("/api/why", query).await
+    }
+
     pub async fn destinations(&self) -> Result<Vec<Destination>> {
         self.list("/api/destinations", &[]).await
     }

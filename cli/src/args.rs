@@ -55,6 +55,9 @@ pub enum Command {
     Providers(ProvidersCommand),
     /// Show who you are logged in as.
     Whoami(WhoamiArgs),
+    /// Explain a decision: may USER do VERB on RESOURCE, and which grant and role rule decide it
+    /// (`infra why suzie delete pods web-1 -n web`). Needs role view on infra.
+    Why(WhyArgs),
     /// Show the client's and the server's version.
     Version(VersionArgs),
     /// Print a shell completion script: `infra completion bash > /etc/bash_completion.d/infra`.
@@ -138,6 +141,27 @@ pub struct LogoutArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The user.
+    pub user: String,
+    /// The verb: get, list, watch, create, update, patch, delete, deletecollection, ...
+    pub verb: String,
+    /// The resource as kubectl names it (pods, deployments.apps, pods/exec) or a non-resource
+    /// URL (/healthz).
+    pub resource: String,
+    /// The object's name.
+    pub name: Option<String>,
+    /// The namespace.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The destination (needed when several are registered).
+    #[arg(short, long)]
+    pub destination: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

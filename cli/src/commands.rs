@@ -27,6 +27,7 @@ mod use_;
 mod users;
 mod version;
 mod whoami;
+mod why;
 
 // The snapshot tests (`crate::snapshots`) render each command's table through these paths.
 #[cfg(test)]
@@ -76,6 +77,7 @@ async fn run_async(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Destinations(c) => destinations::run(ctx, c).await,
         Command::Providers(c) => providers::run(ctx, c).await,
         Command::Whoami(args) => whoami::run(ctx, args.output.output).await,
+        Command::Why(args) => why::run(ctx, &args).await,
         Command::Version(args) => version::run(ctx, args.output.output).await,
         Command::Completion(_) | Command::Tokens(_) => unreachable!("handled without a runtime"),
     }

@@ -28,6 +28,7 @@ mod public;
 mod session;
 mod sync;
 mod users;
+mod why;
 
 pub use crate::clients::{ClientAddr, PeerAddr, Throttle};
 pub use error::ApiError;
@@ -76,6 +77,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/keys"),
     ("post", "/api/keys"),
     ("delete", "/api/keys/{id}"),
+    ("get", "/api/why"),
     ("get", "/api/destinations"),
     ("put", "/api/destinations/{name}"),
     ("delete", "/api/destinations/{name}"),
@@ -155,6 +157,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         )
         .route("/api/keys", get(keys::list).post(keys::create))
         .route("/api/keys/{id}", axum::routing::delete(keys::delete))
+        .route("/api/why", get(why::why))
         .route("/api/destinations", get(destinations::list))
         .route(
             "/api/destinations/{name}",

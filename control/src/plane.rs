@@ -90,6 +90,19 @@ impl ControlConfig {
     }
 }
 
+/// A destination's policy in force, as its proxy decides with it: registered by the proxy that
+/// runs in the control plane's process, so that `GET /api/why` answers with that proxy's own
+/// decision (and its cluster's roles).
+pub trait Decider: Send + Sync + std::fmt::Debug {
+    /// The decision for `identity` and `attrs` at `now`, and why.
+    fn explain(
+        &self,
+        identity: &infra_authz::decision::Identity,
+        attrs: &infra_authz::attributes::Attributes,
+        now: std::time::SystemTime,
+    ) -> infra_authz::decision::Explanation;
+}
+
 /// What a destination's proxy says of its cluster (kept in memory, renewed by its heartbeats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterReport {
@@ -117,6 +130,8 @@ pub struct ControlPlane {
     /// What each destination's proxy last reported: roles its grants name that its cluster does
     /// not have.
     cluster_reports: std::sync::Mutex<std::collections::HashMap<String, ClusterReport>>,
+    /// The deciders of the destinations whose proxies run in this process.
+    deciders: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn Decider>>>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Logins in flight at identity providers.
@@ -146,6 +161,7 @@ impl ControlPlane {
             ended: std::sync::Mutex::new(std::collections::HashMap::new()),
             replica: uuid::Uuid::new_v4().to_string(),
             cluster_reports: std::sync::Mutex::new(std::collections::HashMap::new()),
+            deciders: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
             rng: SystemRandom::new(),
             oidc,
@@ -202,6 +218,23 @@ impl ControlPlane {
         } else {
             known.insert(destination.to_owned(), report);
         }
+    }
+
+    /// Registers the decider of `destination`, whose proxy runs in this process.
+    pub fn register_decider(&self, destination: &str, decider: std::sync::Arc<dyn Decider>) {
+        self.deciders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(destination.to_owned(), decider);
+    }
+
+    /// The decider of `destination`, if its proxy runs in this process.
+    pub fn decider(&self, destination: &str) -> Option<std::sync::Arc<dyn Decider>> {
+        self.deciders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .cloned()
     }
 
     /// What `destination`'s proxy last said of its cluster.

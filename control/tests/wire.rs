@@ -11,7 +11,8 @@ use infra_api::{
     Access, AccessKey, Destination, DestinationBody, ErrorBody, Grant, GrantUpdate, Group,
     IdentityLink, KeyKind, LoginRequest, LoginResponse, Me, NewGrant, NewGroup, NewKey,
     NewPassword, NewUser, OidcStart, OidcStartRequest, Page, Provider, ProviderBody, ProviderKind,
-    ProviderSummary, Source, Token, TokenRequest, User, Version,
+    ProviderSummary, Source, Token, TokenRequest, User, Version, Why, WhyGrant, WhyNotAllowed,
+    WhyRule,
 };
 use infra_control::api::OPENAPI;
 use jiff::Timestamp;
@@ -372,6 +373,59 @@ fn answers_fit_their_schemas_and_write_every_documented_property() {
             source: Source::File,
             revision: 1,
         }],
+        true,
+    );
+    let grant = WhyGrant {
+        user: Some("suzie".into()),
+        group: None,
+        role: "edit".into(),
+        resource: "production.web".into(),
+        expires_at: Some(at()),
+    };
+    fits(
+        &doc,
+        "Why",
+        &[
+            Why {
+                destination: "production".into(),
+                user: "suzie".into(),
+                groups: vec!["eng".into()],
+                request: r#"delete pods "p" in the namespace "web""#.into(),
+                allowed: true,
+                reason: "allowed".into(),
+                allowed_by: Some(grant.clone()),
+                rule: Some(WhyRule {
+                    index: 2,
+                    verbs: vec!["delete".into()],
+                    api_groups: vec![String::new()],
+                    resources: vec!["pods".into()],
+                    resource_names: vec![],
+                    non_resource_urls: vec![],
+                }),
+                not_allowed: vec![],
+                notes: vec![],
+            },
+            Why {
+                destination: "production".into(),
+                user: "suzie".into(),
+                groups: vec![],
+                request: r#"delete pods "p" in the namespace "db""#.into(),
+                allowed: false,
+                reason: "no grant allows it".into(),
+                allowed_by: None,
+                rule: None,
+                not_allowed: vec![WhyNotAllowed {
+                    grant: WhyGrant {
+                        user: None,
+                        group: Some("eng".into()),
+                        expires_at: None,
+                        ..grant
+                    },
+                    why: "covers only the namespace \"web\"".into(),
+                }],
+                notes: vec!["a note".into()],
+            },
+        ],
         true,
     );
     let destination = Destination {

@@ -175,7 +175,10 @@ impl Harness {
     /// ClusterRoles `roles` (JSON objects) in the stand-in; returns once the proxy decides with
     /// them (no grant names an unknown role).
     pub async fn start_with_cluster_roles(policy: &str, roles: &[serde_json::Value]) -> Self {
-        let h = Self::start_with(policy, |args| args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On).await;
+        let h = Self::start_with(policy, |args| {
+            args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On;
+        })
+        .await;
         for role in roles {
             h.standin
                 .create(role.clone())

@@ -41,18 +41,17 @@ pub fn why_table(why: &Why) -> String {
         t.row(["GRANT".to_owned(), grant_words(grant)]);
     }
     if let Some(rule) = &why.rule {
-        let mut words = format!("#{}: verbs {:?}", rule.index, rule.verbs);
+        let mut parts = vec![format!("#{}: verbs {:?}", rule.index, rule.verbs)];
         if rule.non_resource_urls.is_empty() {
-            words.push_str(&format!(
-                ", apiGroups {:?}, resources {:?}",
-                rule.api_groups, rule.resources
-            ));
+            parts.push(format!("apiGroups {:?}", rule.api_groups));
+            parts.push(format!("resources {:?}", rule.resources));
             if !rule.resource_names.is_empty() {
-                words.push_str(&format!(", resourceNames {:?}", rule.resource_names));
+                parts.push(format!("resourceNames {:?}", rule.resource_names));
             }
         } else {
-            words.push_str(&format!(", nonResourceURLs {:?}", rule.non_resource_urls));
+            parts.push(format!("nonResourceURLs {:?}", rule.non_resource_urls));
         }
+        let words = parts.join(", ");
         t.row(["RULE".to_owned(), words]);
     }
     for not in &why.not_allowed {

@@ -73,3 +73,31 @@ async fn with_reconcile_off_the_clusters_refusal_says_why() {
     );
     drop(h);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infra_why_explains_the_decision_in_a_table() {
+    let (_h, admin) = first_run(ReconcileMode::Off).await;
+    let run = admin
+        .infra(&["why", "admin", "delete", "pods", "web-1", "-n", "web"])
+        .await
+        .ok();
+    let lines: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for line in [
+        "DECISION allowed",
+        r#"REQUEST delete pods "web-1" in the namespace "web""#,
+        "GRANT cluster-admin to user admin on testing",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == line),
+            "{line:?} in:\n{}",
+            run.stdout
+        );
+    }
+    let run = admin.infra(&["why", "nobody-here", "get", "pods"]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains(r#"user "nobody-here" does not exist"#), "{}", run.stderr);
+}

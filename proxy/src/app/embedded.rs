@@ -296,6 +296,10 @@ async fn spawn_control_sync(
             }
         }
     });
+    plane.register_decider(
+        &destination.name,
+        Arc::new(Decider(Arc::clone(&handle_for_roles))),
+    );
     let reporter = Arc::clone(&handle_for_roles);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -346,4 +350,19 @@ fn sqlite_path(database: &str) -> Option<PathBuf> {
     database
         .strip_prefix("sqlite:")
         .map(|path| PathBuf::from(path.trim_start_matches("//")))
+}
+
+/// The embedded proxy's policy, as the control plane's `GET /api/why` consults it.
+#[derive(Debug)]
+struct Decider(Arc<PolicyHandle>);
+
+impl infra_control::plane::Decider for Decider {
+    fn explain(
+        &self,
+        identity: &infra_authz::decision::Identity,
+        attrs: &infra_authz::attributes::Attributes,
+        now: std::time::SystemTime,
+    ) -> infra_authz::decision::Explanation {
+        self.0.explain(identity, attrs, now)
+    }
 }

@@ -299,7 +299,10 @@ grants:
     role: configmap-reader
     resource: testing.web
 ";
-    let h = Harness::start_with(policy, |args| args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On).await;
+    let h = Harness::start_with(policy, |args| {
+        args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On
+    })
+    .await;
     let dora = h.kubectl_as("dora@example.com", &[]);
     let (said, answer) = can_i(&dora, &["list", "configmaps", "-n", "web"]).await;
     assert!(!said, "the role is not known yet: {answer}");
