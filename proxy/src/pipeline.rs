@@ -252,9 +252,13 @@ impl Proxy {
         }
         let attrs = &access.attrs;
 
-        // 5b. Access reviews are answered here, from Infra's decision, never forwarded.
+        // 5b. Access reviews are answered here, from Infra's decision, never forwarded. They
+        // count among the user's requests in flight while their body is read and answered.
         if let Some(kind) = reviews::Kind::of(attrs) {
             trail.attrs = Some(attrs.clone());
+            let Some(_in_flight) = self.in_flight.acquire(identity.user()) else {
+                return Err(self.too_many_requests(&identity));
+            };
             let content_type = request
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -287,11 +291,7 @@ impl Proxy {
         }
         let Some(in_flight) = self.in_flight.acquire(identity.user()) else {
             trail.attrs = Some(access.attrs);
-            return Err(Refusal::TooManyRequests(format!(
-                "Too many requests: {:?} has {} requests in flight through infra-proxy (--max-requests-in-flight-per-user; watches and other long-running requests count while open), please try again later",
-                identity.user(),
-                self.in_flight.limit()
-            )));
+            return Err(self.too_many_requests(&identity));
         };
         let registration = long_running.then(|| self.streams.register(token, access.clone()));
         let credential = self.upstream.credential();
@@ -392,6 +392,15 @@ impl Proxy {
             None => body,
         };
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// The refusal of a request over the user's allowance of requests in flight.
+    fn too_many_requests(&self, identity: &Identity) -> Refusal {
+        Refusal::TooManyRequests(format!(
+            "Too many requests: {:?} has {} requests in flight through infra-proxy (--max-requests-in-flight-per-user; watches and other long-running requests count while open), please try again later",
+            identity.user(),
+            self.in_flight.limit()
+        ))
     }
 
     /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101.

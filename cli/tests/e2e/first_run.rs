@@ -99,5 +99,9 @@ async fn infra_why_explains_the_decision_in_a_table() {
     }
     let run = admin.infra(&["why", "nobody-here", "get", "pods"]).await;
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains(r#"user "nobody-here" does not exist"#), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(r#"user "nobody-here" does not exist"#),
+        "{}",
+        run.stderr
+    );
 }

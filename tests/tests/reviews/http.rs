@@ -223,6 +223,72 @@ async fn subject_reviews_need_a_grant_and_are_answered_by_the_proxy() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_counts_among_the_users_requests_in_flight() {
+    let h = std::sync::Arc::new(
+        Harness::start_with(POLICY, |args| {
+            args.limits.max_requests_in_flight_per_user = 1;
+        })
+        .await,
+    );
+    let path = format!("{REVIEWS}/selfsubjectaccessreviews");
+    let review = json!({"spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
+    let (status, answer) = post(
+        &h,
+        "suzie@example.com",
+        &path,
+        "application/json",
+        review.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+
+    // A request of suzie's stalls at the apiserver: her one place is taken.
+    h.standin
+        .stall("/api/v1/namespaces/web/configmaps", Duration::from_secs(30));
+    let stalled = {
+        let h = std::sync::Arc::clone(&h);
+        tokio::spawn(async move {
+            proxy_allows(
+                &h,
+                "suzie@example.com",
+                &[],
+                "GET",
+                "/api/v1/namespaces/web/configmaps",
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        h.standin.wait_for_stalled(|n| n == 1),
+    )
+    .await
+    .expect("the request stalls at the apiserver");
+    let (status, refused) = post(
+        &h,
+        "suzie@example.com",
+        &path,
+        "application/json",
+        review.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["reason"], "TooManyRequests");
+    // Another user is answered.
+    let (status, answer) = post(
+        &h,
+        "carl@example.com",
+        &path,
+        "application/json",
+        review.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    stalled.abort();
+}
+
 // Random requests by random identities, against grants of every shape: what a self review
 // answers over HTTP is what the proxy then does with the request. (Grant expiry and random
 // grants are covered at the module level, in infra-proxy's reviews tests.)
