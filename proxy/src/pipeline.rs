@@ -371,7 +371,9 @@ impl Proxy {
         headers::clean_response(&mut parts.headers, false);
         parts.version = http::Version::HTTP_11;
         let note = match &trail.decision {
-            Some(Decision::Allow { grant }) if parts.status == StatusCode::FORBIDDEN => {
+            Some(Decision::Allow { grant })
+                if parts.status == StatusCode::FORBIDDEN && disagreement::applies(trail) =>
+            {
                 Some(format!(
                     "{}, but the cluster refused it: {}",
                     disagreement::allowed_by(grant),
@@ -382,7 +384,9 @@ impl Proxy {
         };
         if let Some(note) = note {
             tracing::warn!(user = identity.user(), disagreement = %note, "the apiserver refused a request Infra allowed");
-            body = disagreement::explain(body, &mut parts.headers, &note).await;
+            body =
+                disagreement::explain(body, &mut parts.headers, &note, self.limits.request_timeout)
+                    .await;
         }
         let body = match registration {
             Some(registration) => streams::closable(

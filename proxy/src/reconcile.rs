@@ -6,7 +6,7 @@
 //! grants (PolicyHandle) ─┐
 //! watch ClusterRoles ────┤                         ┌─ create / replace the bindings it wants
 //! watch Roles ───────────┼─▶ desired bindings ─────┤
-//! watch Infra's bindings ┘   (pure: `desired`)     └─ delete Infra's bindings it no longer wants
+//! watch every binding ───┘   (pure: `desired`)     └─ delete Infra's bindings it no longer wants
 //!                         └▶ role set ──▶ PolicyHandle::replace_roles
 //! ```
 //!
@@ -19,8 +19,10 @@
 //!   [`DESTINATION_ANNOTATION`]`: <destination>`. Its name is deterministic
 //!   (`infra:<role>:<user|group>:<hash>`), so replicas of one proxy want the same objects and
 //!   never fight: a create that finds the object there (409) reads it and converges.
-//! - Only bindings seen by the label-filtered watch, with this destination's annotation, are
-//!   ever replaced or deleted, and nothing is deleted before that watch has listed them once.
+//! - Only bindings with Infra's label and this destination's annotation, as the watch of every
+//!   binding saw them, are ever replaced or deleted, and nothing is deleted before that watch has
+//!   listed them once. The others that name users or groups of the grants are reported
+//!   (`reconcile/outside.rs`).
 //!   Deletes carry the uid and `resourceVersion` seen as preconditions.
 //! - Kept in step on every change of the grants, of the watched objects, at the next expiry of
 //!   a grant, and every five minutes; failures are retried with exponential backoff (up to

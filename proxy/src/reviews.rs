@@ -213,10 +213,19 @@ pub fn review(
         }
         let attrs = attributes(&spec)?;
         let explained = policy.explain(&subject, &attrs, now);
-        let reason = format!(
-            "infra: {}",
-            explained.reason(&subject, policy.destination())
-        );
+        // A self review says why in full: the caller's own grants. A review about another
+        // subject names only the grant that allows, as the apiserver names the binding; on a
+        // deny it says nothing, so that one who may ask about others (a namespace admin may
+        // create local reviews) cannot read their grants elsewhere through the reasons.
+        let own = matches!(kind, Kind::SelfSubjectAccessReview);
+        let reason = if own || explained.decision.is_allowed() {
+            format!(
+                "infra: {}",
+                explained.reason(&subject, policy.destination())
+            )
+        } else {
+            String::new()
+        };
         let status = json!({"allowed": explained.decision.is_allowed(), "reason": reason});
         (json!(spec), status)
     };

@@ -5,12 +5,24 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use http_body_util::BodyExt as _;
+use infra_authz::attributes::Attributes;
 use infra_authz::policy::Grant;
 
+use super::Trail;
 use crate::upstream::{self, Body};
 
 /// The largest 403 body read to add the explanation; a larger one passes unchanged.
 const MAX_STATUS_BYTES: usize = 64 * 1024;
+
+/// Whether a 403 to this request is the cluster's RBAC disagreeing with Infra: not for a proxied
+/// request (`pods/proxy`, `services/proxy`, `nodes/proxy`, the `proxy` verb), whose 403 and body
+/// come from the backend, nor for an impersonation (`kubectl --as`), whose refusal may be the
+/// proxy's own credential lacking the right to impersonate that kind of identity.
+pub(super) fn applies(trail: &Trail) -> bool {
+    trail.impersonated.is_none()
+        && matches!(&trail.attrs, Some(Attributes::Resource(r))
+            if r.verb != "proxy" && r.subresource.as_deref() != Some("proxy"))
+}
 
 /// What Infra allowed, in words: `infra-proxy allowed this by the grant of edit to user suzie
 /// on production.web`.
@@ -21,9 +33,25 @@ pub(super) fn allowed_by(grant: &Grant) -> String {
     )
 }
 
-/// Reads a 403's body and, when it is a JSON `Status`, appends `note` to its message. Any other
-/// body (protobuf, too large, not JSON) is relayed as it came.
-pub(super) async fn explain(body: Body, headers: &mut HeaderMap, note: &str) -> Body {
+/// Reads a 403's body (within `deadline`) and, when it is a JSON `Status`, appends `note` to its
+/// message. Any other body (protobuf, too large, not JSON) is relayed as it came; one that fails
+/// or does not arrive in time fails the response.
+pub(super) async fn explain(
+    body: Body,
+    headers: &mut HeaderMap,
+    note: &str,
+    deadline: std::time::Duration,
+) -> Body {
+    match tokio::time::timeout(deadline, read_and_note(body, headers, note)).await {
+        Ok(body) => body,
+        Err(_) => {
+            headers.remove(header::CONTENT_LENGTH);
+            failed("the apiserver did not send its 403 body in time".into())
+        }
+    }
+}
+
+async fn read_and_note(body: Body, headers: &mut HeaderMap, note: &str) -> Body {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -38,9 +66,9 @@ pub(super) async fn explain(body: Body, headers: &mut HeaderMap, note: &str) -> 
             Ok(frame) => frame.into_data().unwrap_or_default(),
             Err(error) => {
                 tracing::debug!(%error, "a 403 body could not be read whole");
-                // Part of it was read: what remains cannot be relayed faithfully.
+                // Part of it was read: the response fails as the upstream body did.
                 headers.remove(header::CONTENT_LENGTH);
-                return upstream::empty();
+                return failed(error);
             }
         };
         if read.len() + data.len() > MAX_STATUS_BYTES {
@@ -59,6 +87,14 @@ pub(super) async fn explain(body: Body, headers: &mut HeaderMap, note: &str) -> 
         headers.insert(header::CONTENT_LENGTH, length);
     }
     upstream::full(rewritten)
+}
+
+/// A body that fails at once (the client sees the response cut, as from the apiserver).
+fn failed(error: upstream::BodyError) -> Body {
+    let stream = futures_util::stream::once(async move {
+        Err::<hyper::body::Frame<Bytes>, upstream::BodyError>(error)
+    });
+    http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(stream))
 }
 
 /// `head`, then the rest of `body`.
@@ -91,6 +127,31 @@ fn with_note(bytes: &Bytes, note: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxied_and_impersonated_requests_get_no_note() {
+        let trail = |method: &str, path: &str| Trail {
+            attrs: Some(infra_authz::attributes::parse(method, path, None).expect("attributes")),
+            ..Trail::default()
+        };
+        assert!(applies(&trail("GET", "/api/v1/namespaces/web/pods")));
+        assert!(!applies(&trail(
+            "GET",
+            "/api/v1/namespaces/web/pods/p/proxy/admin"
+        )));
+        assert!(!applies(&trail(
+            "GET",
+            "/api/v1/namespaces/web/services/s:80/proxy/"
+        )));
+        assert!(!applies(&trail("GET", "/api/v1/nodes/n1/proxy/stats")));
+        assert!(!applies(&trail("GET", "/healthz")));
+        let mut impersonated = trail("GET", "/api/v1/namespaces/web/pods");
+        impersonated.impersonated = Some(infra_authz::decision::Identity::new(
+            "other",
+            Vec::<String>::new(),
+        ));
+        assert!(!applies(&impersonated));
+    }
 
     #[test]
     fn the_note_is_appended_to_a_status_message_and_nothing_else_changes() {

@@ -10,17 +10,24 @@ use infra_authz::policy::{Grant, Subject};
 use k8s_openapi::api::rbac::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{MANAGED_BY, MANAGED_BY_LABEL};
+use super::owned_by;
 
-/// One line per (binding, subject) for the bindings not labelled as Infra's whose subjects are
-/// users or groups of `destination`'s grants, sorted: `RoleBinding "default/x" binds user
-/// "suzie" to ClusterRole "view"`.
+/// The most bindings reported by name; beyond, one line counts the rest. Anyone who may make
+/// RoleBindings in a namespace can make many: the report, which goes to `/readyz`, the log and
+/// the proxy's registration with the control plane (a body of at most 64 KiB), stays small.
+pub const MAX_REPORTED: usize = 50;
+
+/// One line per (binding, subject) for the bindings that are not this destination's own (its
+/// label and destination annotation, [`owned_by`]: a label alone is easy to copy) whose subjects
+/// are users or groups of `destination`'s grants, sorted: `RoleBinding "default/x" binds user
+/// "suzie" to ClusterRole "view"`. At most [`MAX_REPORTED`] lines, then `and N more`; with the
+/// number of them all.
 pub fn outside_bindings<'a>(
     destination: &str,
     grants: &[Grant],
     cluster_role_bindings: impl IntoIterator<Item = &'a k8s::ClusterRoleBinding>,
     role_bindings: impl IntoIterator<Item = &'a k8s::RoleBinding>,
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     let mut users = BTreeSet::new();
     let mut groups = BTreeSet::new();
     for grant in grants
@@ -35,7 +42,7 @@ pub fn outside_bindings<'a>(
     let mut lines = BTreeSet::new();
     let mut check =
         |kind: &str, meta: &ObjectMeta, role: &k8s::RoleRef, subjects: &[k8s::Subject]| {
-            if is_infras(meta) {
+            if owned_by(meta, destination) {
                 return;
             }
             let name = match meta.namespace.as_deref() {
@@ -70,19 +77,20 @@ pub fn outside_bindings<'a>(
             binding.subjects.as_deref().unwrap_or_default(),
         );
     }
-    lines.into_iter().collect()
-}
-
-/// Whether a binding carries Infra's label (whatever its destination).
-fn is_infras(meta: &ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY)
+    let total = lines.len();
+    let mut report: Vec<String> = lines.into_iter().take(MAX_REPORTED).collect();
+    if total > MAX_REPORTED {
+        report.push(format!(
+            "and {} more (infra_proxy_outside_bindings counts them all)",
+            total - MAX_REPORTED
+        ));
+    }
+    (report, total)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{DESTINATION_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL};
     use super::*;
     use infra_authz::policy::Resource;
 
@@ -97,6 +105,11 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             labels: infra.then(|| {
                 [(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]
+                    .into_iter()
+                    .collect()
+            }),
+            annotations: infra.then(|| {
+                [(DESTINATION_ANNOTATION.to_owned(), "production".to_owned())]
                     .into_iter()
                     .collect()
             }),
@@ -188,14 +201,68 @@ mod tests {
                 &grants,
                 &cluster_role_bindings,
                 &role_bindings
-            ),
+            )
+            .0,
             vec![
                 r#"ClusterRoleBinding "eng-view" binds group "eng" to ClusterRole "view""#,
                 r#"RoleBinding "default/by-hand" binds user "suzie" to ClusterRole "view""#,
             ]
         );
         assert!(
-            outside_bindings("other", &grants, &cluster_role_bindings, &role_bindings).is_empty()
+            outside_bindings("other", &grants, &cluster_role_bindings, &role_bindings)
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_copied_label_hides_nothing_and_the_report_is_capped() {
+        let grants = [Grant {
+            subject: Subject::User("suzie".to_owned()),
+            role: "edit".to_owned(),
+            resource: Resource::destination("production"),
+            expires_at: None,
+        }];
+        let (mut metadata, role_ref, subjects) = binding(
+            Some("default"),
+            "looks-like-infra",
+            true,
+            &[("User", "suzie")],
+        );
+        metadata.annotations = None;
+        let disguised = k8s::RoleBinding {
+            metadata,
+            role_ref,
+            subjects: Some(subjects),
+        };
+        assert_eq!(
+            outside_bindings("production", &grants, [], [&disguised]).0,
+            vec![
+                r#"RoleBinding "default/looks-like-infra" binds user "suzie" to ClusterRole "view""#
+            ]
+        );
+
+        let many: Vec<k8s::RoleBinding> = (0..MAX_REPORTED + 7)
+            .map(|i| {
+                let (metadata, role_ref, subjects) = binding(
+                    Some("web"),
+                    &format!("b{i:03}"),
+                    false,
+                    &[("User", "suzie")],
+                );
+                k8s::RoleBinding {
+                    metadata,
+                    role_ref,
+                    subjects: Some(subjects),
+                }
+            })
+            .collect();
+        let (report, total) = outside_bindings("production", &grants, [], &many);
+        assert_eq!(total, MAX_REPORTED + 7);
+        assert_eq!(report.len(), MAX_REPORTED + 1);
+        assert_eq!(
+            report.last().map(String::as_str),
+            Some("and 7 more (infra_proxy_outside_bindings counts them all)")
         );
     }
 }

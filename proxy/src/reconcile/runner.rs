@@ -384,13 +384,13 @@ impl Reconciler {
         );
         self.report_unknown(&desired.unknown_role);
         if self.read_bindings {
-            let outside = super::outside_bindings(
+            let (outside, total) = super::outside_bindings(
                 &self.destination,
                 &grants,
                 self.cluster_role_bindings.state().iter().map(|b| &**b),
                 self.role_bindings.state().iter().map(|b| &**b),
             );
-            self.report_outside(outside);
+            self.report_outside(outside, total);
         }
         if !self.writes {
             return Ok(desired.next_expiry);
@@ -429,10 +429,10 @@ impl Reconciler {
         }
     }
 
-    fn report_outside(&mut self, lines: Vec<String>) {
+    fn report_outside(&mut self, lines: Vec<String>, total: usize) {
         self.metrics
             .outside_bindings
-            .set(i64::try_from(lines.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
         if self.outside_reported.as_ref() == Some(&lines) {
             return;
         }

@@ -458,6 +458,8 @@ fn a_subject_review_decides_for_the_spec_subject() {
     assert_eq!(answer["spec"]["extra"], json!({"scopes": ["a", "b"]}));
     let answer = review(&policy, &carl, &kind, JSON, &body("dora", &[]), at(0)).expect("answer");
     assert_eq!(answer["status"]["allowed"], false);
+    // A deny about another subject says nothing of that subject's grants.
+    assert_eq!(answer["status"]["reason"], "", "{answer}");
     let refused = review(&policy, &carl, &kind, JSON, &body("", &[]), at(0));
     assert!(matches!(refused, Err(Refusal::Invalid(_))), "{refused:?}");
 
