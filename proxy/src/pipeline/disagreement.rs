@@ -42,12 +42,11 @@ pub(super) async fn explain(
     note: &str,
     deadline: std::time::Duration,
 ) -> Body {
-    match tokio::time::timeout(deadline, read_and_note(body, headers, note)).await {
-        Ok(body) => body,
-        Err(_) => {
-            headers.remove(header::CONTENT_LENGTH);
-            failed("the apiserver did not send its 403 body in time".into())
-        }
+    if let Ok(body) = tokio::time::timeout(deadline, read_and_note(body, headers, note)).await {
+        body
+    } else {
+        headers.remove(header::CONTENT_LENGTH);
+        failed("the apiserver did not send its 403 body in time".into())
     }
 }
 
