@@ -300,7 +300,7 @@ grants:
     resource: testing.web
 ";
     let h = Harness::start_with(policy, |args| {
-        args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On
+        args.rbac_reconcile = infra_proxy::reconcile::ReconcileMode::On;
     })
     .await;
     let dora = h.kubectl_as("dora@example.com", &[]);
