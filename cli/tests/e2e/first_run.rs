@@ -105,3 +105,68 @@ async fn infra_why_explains_the_decision_in_a_table() {
         run.stderr
     );
 }
+
+/// The README's first-run transcript: its `infra` and `kubectl` commands after the login, run as
+/// written (the destination renamed to this harness's), each succeeding, and `kubectl get ns`
+/// listing the cluster's namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_first_run_transcript_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let block = readme
+        .split("```console\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .find(|block| block.contains("$ ./scripts/run") && block.contains("$ kubectl get ns"))
+        .expect("the README has a first-run transcript");
+    // The transcript's destination: the one its grant names.
+    let destination = block
+        .lines()
+        .find_map(|l| l.strip_prefix("$ infra grants add admin "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the transcript grants the admin a role")
+        .to_owned();
+    let h = ControlHarness::start_with(
+        POLICY,
+        Options {
+            enforce_rbac: true,
+            rbac_reconcile: Some(ReconcileMode::Auto),
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = Person::new();
+    admin.login(&h, "admin", ADMIN_PASSWORD).await.ok();
+    let mut namespaces = None;
+    for line in block.lines().filter_map(|l| l.strip_prefix("$ ")) {
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(|w| {
+                if w == destination {
+                    DESTINATION.to_owned()
+                } else {
+                    w.to_owned()
+                }
+            })
+            .collect();
+        let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+        let run = match words.first().map(String::as_str) {
+            Some("infra") if args.first() != Some(&"login") => admin.infra(&args).await,
+            Some("kubectl") => {
+                // The binding is made within moments of the grant.
+                wait_for(|| async {
+                    let run = admin.kubectl(&args).await;
+                    (run.code == 0).then_some(run)
+                })
+                .await
+            }
+            _ => continue,
+        };
+        let run = run.ok();
+        if line == "kubectl get ns" {
+            namespaces = Some(run);
+        }
+    }
+    let namespaces = namespaces.expect("the transcript runs kubectl get ns");
+    assert!(namespaces.stdout.contains("kube-system"), "{namespaces:?}");
+}
