@@ -179,6 +179,18 @@ async fn bindings_made_outside_infra_for_its_users_are_reported_not_honoured() {
         denied.stderr
     );
 
+    // And kubectl auth can-i, answered by the proxy, says the same.
+    let can_i = h
+        .kubectl_as("suzie", &[])
+        .run(&["auth", "can-i", "list", "pods", "-n", "default"])
+        .await;
+    assert!(can_i.stdout.starts_with("no"), "{can_i:?}");
+    let can_i = h
+        .kubectl_as("suzie", &[])
+        .run(&["auth", "can-i", "list", "pods", "-n", "web"])
+        .await;
+    assert!(can_i.stdout.starts_with("yes"), "{can_i:?}");
+
     // Gone from the cluster, gone from the report.
     h.standin
         .delete(RBAC, "RoleBinding", "default", "suzie-edits-default")
