@@ -231,25 +231,7 @@ impl Proxy {
             upgrade,
             impersonation,
         };
-        let acting = match access.decide(&self.policy, &identity, now, Some(&self.metrics)) {
-            Outcome::Allowed { acting, decision } => {
-                trail.decision = Some(decision);
-                acting
-            }
-            Outcome::Denied {
-                acting,
-                decision,
-                refusal,
-            } => {
-                trail.decision = Some(decision);
-                trail.impersonated = acting;
-                trail.attrs = Some(access.attrs);
-                return Err(refusal);
-            }
-        };
-        if access.impersonation.is_some() {
-            trail.impersonated = Some(acting.clone());
-        }
+        let acting = self.decide(&access, &identity, now, trail)?;
         let attrs = &access.attrs;
 
         // 5b. Access reviews are answered here, from Infra's decision, never forwarded. They
@@ -405,6 +387,36 @@ impl Proxy {
             identity.user(),
             self.in_flight.limit()
         ))
+    }
+
+    /// Step 5: every decision of `access` for `caller` (see [`Access::decide`]), noted in
+    /// `trail`; answers the identity the request acts as.
+    fn decide(
+        &self,
+        access: &Access,
+        caller: &Identity,
+        now: std::time::SystemTime,
+        trail: &mut Trail,
+    ) -> Result<Identity, Refusal> {
+        match access.decide(&self.policy, caller, now, Some(&self.metrics)) {
+            Outcome::Allowed { acting, decision } => {
+                trail.decision = Some(decision);
+                if access.impersonation.is_some() {
+                    trail.impersonated = Some(acting.clone());
+                }
+                Ok(acting)
+            }
+            Outcome::Denied {
+                acting,
+                decision,
+                refusal,
+            } => {
+                trail.decision = Some(decision);
+                trail.impersonated = acting;
+                trail.attrs = Some(access.attrs.clone());
+                Err(refusal)
+            }
+        }
     }
 
     /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101.

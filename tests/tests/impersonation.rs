@@ -112,6 +112,17 @@ async fn kubectl_as_is_decided_by_the_impersonated_users_grants_and_forwarded_as
         "decided by other's grant: {line}"
     );
 
+    // The apiserver answers who the request acted as.
+    let out = kubectl
+        .run(&["auth", "whoami", "--as", OTHER])
+        .await
+        .success();
+    assert!(
+        out.stdout.contains(OTHER) && !out.stdout.contains(SUZIE),
+        "{}",
+        out.stdout
+    );
+
     // A group suzie may impersonate goes upstream with the user.
     h.standin.clear_recorded();
     kubectl

@@ -3,7 +3,7 @@
 //! `GET` (Kubernetes 1.35's rule), so that a role with only `get pods/exec` opens no shell.
 
 use http::Method;
-use infra_tests::proxy::{Harness, cluster_role, https_get};
+use infra_tests::proxy::{Harness, cluster_role, https_get, wait_for};
 use serde_json::{Value, json};
 
 use crate::{
@@ -109,21 +109,27 @@ async fn a_role_with_only_get_pods_exec_opens_no_shell_but_a_plain_get_is_decide
     assert_eq!(plain.len(), 1, "{plain:?}");
     assert_eq!(plain[0].method, Method::GET);
     assert!(plain[0].header("upgrade").is_none(), "{plain:?}");
+    let audited = wait_for(|| {
+        let line = h.audit_lines().into_iter().find(|l| {
+            l["user"] == GETTER && l["subresource"] == "exec" && l["decision"] == "allow"
+        });
+        async move { line }
+    })
+    .await;
+    assert_eq!(audited["verb"], "get", "{audited}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_with_only_create_pods_exec_execs_over_spdy_but_not_over_websocket() {
     let h = start().await;
     let kubectl = h.kubectl_as(CREATOR, &[]);
-    let out = run(
-        &kubectl,
-        &["exec", "web", "--", "echo", "hi"],
-        EXEC_OVER_SPDY,
-        None,
-    )
-    .await
-    .success();
-    assert_eq!(out.stdout, "hi\n");
+    // kubectl's default tries WebSocket first and, refused, falls back to SPDY.
+    for env in [EXEC_OVER_SPDY, DEFAULTS] {
+        let out = run(&kubectl, &["exec", "web", "--", "echo", "hi"], env, None)
+            .await
+            .success();
+        assert_eq!(out.stdout, "hi\n", "env {env:?}");
+    }
     let (status, body) = websocket_exec(&h, CREATOR).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains(&forbidden(CREATOR, "get")), "{body}");

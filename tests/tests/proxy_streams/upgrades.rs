@@ -294,6 +294,21 @@ async fn an_upgrade_with_impersonation_its_user_may_not_do_is_refused_and_never_
             head_value(&head, "sec-websocket-accept").is_none(),
             "{head}"
         );
+        let length: usize = head_value(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("a refusal has a length");
+        let mut body = vec![0; length];
+        tokio::time::timeout(HANG, tls.read_exact(&mut body))
+            .await
+            .expect("the body arrives")
+            .expect("readable");
+        let body = String::from_utf8_lossy(&body);
+        let why = if status == "403" {
+            r#"users \"system:admin\" is forbidden: User \"carl@example.com\" cannot impersonate resource \"users\""#
+        } else {
+            "without impersonating a user"
+        };
+        assert!(body.contains(why), "{name}: {body}");
     }
     assert!(requests_for(&h.standin, "exec").is_empty());
 }
