@@ -394,7 +394,9 @@ impl Authorizer {
             }
         }
 
-        if allowed.is_none() {
+        // `system:anonymous` (reached only by impersonation: Infra's tokens always name a user)
+        // is not in `system:authenticated`, so the cluster's bindings to it do not apply.
+        if allowed.is_none() && identity.user() != "system:anonymous" {
             allowed = self.authenticated.iter().find_map(|resolved| {
                 let rule = resolved.role.as_ref()?.matching_rule_prepared(request)?;
                 Some((resolved, rule))
@@ -501,6 +503,13 @@ mod tests {
                 other => panic!("{attrs:?}: {other:?}"),
             }
         }
+        let anonymous = Identity::new("system:anonymous", ["system:unauthenticated"]);
+        assert!(
+            !with
+                .decide(&anonymous, &url("get", "/api"), at(0))
+                .is_allowed(),
+            "system:anonymous is not an authenticated user"
+        );
         for attrs in [
             res("list", "pods", Some("web")),
             url("post", "/api"),
