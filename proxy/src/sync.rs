@@ -404,7 +404,14 @@ async fn follow(
     handle: &crate::policy::PolicyHandle,
     clock: &dyn Clock,
 ) -> Result<()> {
-    register(http, remote, handle).await?;
+    // Registration (where users reach this proxy, its CA, what it reports of its cluster) is
+    // renewed every minute; a refusal of it must not keep the proxy from its policy.
+    if let Err(error) = register(http, remote, handle).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "registering with the control plane failed; following its policy anyway"
+        );
+    }
     let base = remote.control_url.trim_end_matches('/');
     let mut response = http
         .get(format!("{base}/api/sync/{}", remote.destination))
