@@ -17,6 +17,7 @@ mod basics;
 mod clusters;
 mod first_run;
 mod oidc;
+mod readme;
 
 const POLICY: &str = "grants: []\n";
 const SUZIE: &str = "suzie@example.com";
