@@ -71,3 +71,73 @@ fn a_secret_that_cannot_be_resolved_is_named_not_shown() {
         "{stderr}"
     );
 }
+
+/// The README's two `validate` transcripts, run in a folder holding the README's `infra.yaml`
+/// and `broken.yaml`: the same output, line for line, and the same exit code.
+#[test]
+fn the_readme_validate_transcripts_run_as_written() {
+    let readme = include_str!("../../README.md");
+    let yaml_after = |marker: &str| -> String {
+        let rest = &readme[readme.find(marker).expect("the README's marker") + marker.len()..];
+        let rest = &rest[rest.find("```yaml\n").expect("a yaml block") + 8..];
+        rest[..rest.find("```").expect("the block's end")].to_owned()
+    };
+    let console_with = |marker: &str| -> String {
+        readme
+            .split("```console\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .find(|block| block.contains(marker))
+            .expect("a console block")
+            .to_owned()
+    };
+    let dir = std::env::temp_dir().join(format!("infra-readme-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("infra.yaml"),
+        yaml_after("**1. Write a policy file**"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("broken.yaml"),
+        yaml_after("With this `broken.yaml`:"),
+    )
+    .expect("write");
+    for marker in [
+        "$ target/release/infra-proxy validate --policy infra.yaml",
+        "$ infra-proxy validate --policy broken.yaml",
+    ] {
+        let block = console_with(marker);
+        let mut lines = block.lines();
+        let command = lines
+            .next()
+            .and_then(|l| l.strip_prefix("$ "))
+            .expect("a command");
+        let file = command
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(';'))
+            .find(|w| {
+                std::path::Path::new(w)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
+            })
+            .expect("a policy file");
+        let out = Command::new(env!("CARGO_BIN_EXE_infra-proxy"))
+            .args(["validate", "--policy", file])
+            .current_dir(&dir)
+            .output()
+            .expect("infra-proxy runs");
+        let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+        if command.contains("echo \"exit $?\"") {
+            printed.push_str("exit ");
+            printed.push_str(&out.status.code().unwrap_or(-1).to_string());
+            printed.push('\n');
+        } else {
+            assert!(out.status.success(), "{printed}");
+        }
+        let expected: String = lines.flat_map(|l| [l, "\n"]).collect();
+        assert_eq!(printed, expected, "`{command}`");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
