@@ -264,6 +264,35 @@ async fn impersonating_without_the_right_is_the_apiservers_403_and_nothing_is_fo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_opened_as_someone_else_closes_when_the_caller_loses_access() {
+    // other keeps its grant; suzie, who impersonates other, loses hers.
+    watch_as_other_closes_after(
+        "
+grants:
+  - user: other@example.com
+    role: view
+    resource: testing
+",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_opened_as_someone_else_closes_when_they_lose_access() {
+    // suzie keeps the right to impersonate; other, whom she impersonates, loses its grant.
+    watch_as_other_closes_after(
+        "
+grants:
+  - user: suzie@example.com
+    role: impersonator
+    resource: testing
+",
+    )
+    .await;
+}
+
+/// Opens `kubectl get pods --watch --as other` as suzie, puts `policy` in force, and waits for
+/// the watch to be closed upstream.
+async fn watch_as_other_closes_after(policy: &str) {
     let h = start().await;
     let kubectl = h.kubectl_as(SUZIE, &[]);
     let mut command = kubectl.command(&["get", "pods", "-n", "default", "--watch", "--as", OTHER]);
@@ -286,15 +315,7 @@ async fn a_watch_opened_as_someone_else_closes_when_the_caller_loses_access() {
                 .collect::<Vec<_>>()
         )
     });
-    // other keeps its grant; suzie, who impersonates other, loses hers.
-    h.write_policy(
-        "
-grants:
-  - user: other@example.com
-    role: view
-    resource: testing
-",
-    );
+    h.write_policy(policy);
     tokio::time::timeout(
         patience,
         h.standin.wait_for_streams(|s| s.watches == before),
@@ -302,7 +323,7 @@ grants:
     .await
     .unwrap_or_else(|_| {
         panic!(
-            "the watch is closed when its caller loses access: {:?}",
+            "the watch is closed when the access it was decided on is lost: {:?}",
             h.standin.active_streams()
         )
     });
