@@ -265,28 +265,28 @@ async fn impersonating_without_the_right_is_the_apiservers_403_and_nothing_is_fo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_opened_as_someone_else_closes_when_the_caller_loses_access() {
     // other keeps its grant; suzie, who impersonates other, loses hers.
-    watch_as_other_closes_after(
+    Box::pin(watch_as_other_closes_after(
         "
 grants:
   - user: other@example.com
     role: view
     resource: testing
 ",
-    )
+    ))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_opened_as_someone_else_closes_when_they_lose_access() {
     // suzie keeps the right to impersonate; other, whom she impersonates, loses its grant.
-    watch_as_other_closes_after(
+    Box::pin(watch_as_other_closes_after(
         "
 grants:
   - user: suzie@example.com
     role: impersonator
     resource: testing
 ",
-    )
+    ))
     .await;
 }
 
