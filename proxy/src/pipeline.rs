@@ -305,7 +305,8 @@ impl Proxy {
         // 7. Forward.
         if upgrade {
             // Upgrades are rare: boxed, so normal requests' futures stay small.
-            return Box::pin(self.forward_upgrade(request, registration, in_flight)).await;
+            let note = self.disagreement(trail);
+            return Box::pin(self.forward_upgrade(request, registration, in_flight, note)).await;
         }
         // A body that grows past the limit fails, which aborts the upstream request; if that
         // happens before the response, the answer is 413.
@@ -352,20 +353,9 @@ impl Proxy {
         let (mut parts, mut body) = response.into_parts();
         headers::clean_response(&mut parts.headers, false);
         parts.version = http::Version::HTTP_11;
-        let note = match &trail.decision {
-            Some(Decision::Allow { grant })
-                if parts.status == StatusCode::FORBIDDEN && disagreement::applies(trail) =>
-            {
-                Some(format!(
-                    "{}, but the cluster refused it: {}",
-                    disagreement::allowed_by(grant),
-                    self.rbac.hint()
-                ))
-            }
-            _ => None,
-        };
-        if let Some(note) = note {
-            tracing::warn!(user = identity.user(), disagreement = %note, "the apiserver refused a request Infra allowed");
+        if parts.status == StatusCode::FORBIDDEN
+            && let Some(note) = self.disagreement(trail)
+        {
             body =
                 disagreement::explain(body, &mut parts.headers, &note, self.limits.request_timeout)
                     .await;
@@ -419,12 +409,30 @@ impl Proxy {
         }
     }
 
-    /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101.
+    /// The note for a 403 the cluster gives to what Infra allowed (see [`disagreement`]), logged;
+    /// `None` when Infra did not allow it or the note does not apply.
+    fn disagreement(&self, trail: &Trail) -> Option<String> {
+        let Some(Decision::Allow { grant }) = &trail.decision else {
+            return None;
+        };
+        if !disagreement::applies(trail) {
+            return None;
+        }
+        Some(format!(
+            "{}, but the cluster refused it: {}",
+            disagreement::allowed_by(grant),
+            self.rbac.hint()
+        ))
+    }
+
+    /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101. `note`
+    /// goes into the message of a 403 the cluster answers instead (see [`disagreement`]).
     async fn forward_upgrade(
         &self,
         mut request: Request<Incoming>,
         registration: Option<Registration>,
         in_flight: InFlightRequest,
+        note: Option<String>,
     ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
@@ -448,9 +456,21 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            let mut body = upstream::boxed(body);
+            if parts.status == StatusCode::FORBIDDEN
+                && let Some(note) = note
+            {
+                body = disagreement::explain(
+                    body,
+                    &mut parts.headers,
+                    &note,
+                    self.limits.request_timeout,
+                )
+                .await;
+            }
             return Ok(Response::from_parts(
                 parts,
-                upstream::with_guard(upstream::boxed(body), in_flight),
+                upstream::with_guard(body, in_flight),
             ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);

@@ -71,6 +71,33 @@ async fn with_reconcile_off_the_clusters_refusal_says_why() {
         "{}",
         run.stderr
     );
+    // An exec the cluster refuses (before any 101) says the same: the cluster lets admin read
+    // the pod (a binding made by hand), not open a shell in it.
+    h.standin
+        .create(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "default"},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        }))
+        .expect("a pod");
+    h.standin
+        .create(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "admin-views", "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "admin", "apiGroup": "rbac.authorization.k8s.io"}],
+        }))
+        .expect("a RoleBinding");
+    let exec = admin
+        .kubectl(&["exec", "web-1", "-n", "default", "--", "true"])
+        .await;
+    assert_ne!(exec.code, 0, "{exec:?}");
+    assert!(
+        exec.stderr
+            .contains(r#"infra-proxy allowed this by the grant of cluster-admin to user "admin""#),
+        "{}",
+        exec.stderr
+    );
     drop(h);
 }
 

@@ -42,6 +42,7 @@ pub(super) async fn explain(
     note: &str,
     deadline: std::time::Duration,
 ) -> Body {
+    tracing::warn!(disagreement = %note, "the apiserver refused a request Infra allowed");
     if let Ok(body) = tokio::time::timeout(deadline, read_and_note(body, headers, note)).await {
         body
     } else {
