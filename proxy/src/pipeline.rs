@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use infra_authz::attributes::{self, Attributes};
 use infra_authz::clock::Clock;
 use infra_authz::decision::{Decision, Identity};
+use infra_authz::policy::Grant;
 
 use crate::access::{Access, Outcome};
 use crate::audit::{Audit, AuditId, Event};
@@ -305,8 +306,9 @@ impl Proxy {
         // 7. Forward.
         if upgrade {
             // Upgrades are rare: boxed, so normal requests' futures stay small.
-            let note = self.disagreement(trail);
-            return Box::pin(self.forward_upgrade(request, registration, in_flight, note)).await;
+            let allowed_by = disagreement::allowed_grant(trail);
+            return Box::pin(self.forward_upgrade(request, registration, in_flight, allowed_by))
+                .await;
         }
         // A body that grows past the limit fails, which aborts the upstream request; if that
         // happens before the response, the answer is 413.
@@ -354,8 +356,9 @@ impl Proxy {
         headers::clean_response(&mut parts.headers, false);
         parts.version = http::Version::HTTP_11;
         if parts.status == StatusCode::FORBIDDEN
-            && let Some(note) = self.disagreement(trail)
+            && let Some(grant) = disagreement::allowed_grant(trail)
         {
+            let note = self.disagreement(&grant);
             body =
                 disagreement::explain(body, &mut parts.headers, &note, self.limits.request_timeout)
                     .await;
@@ -409,30 +412,23 @@ impl Proxy {
         }
     }
 
-    /// The note for a 403 the cluster gives to what Infra allowed (see [`disagreement`]), logged;
-    /// `None` when Infra did not allow it or the note does not apply.
-    fn disagreement(&self, trail: &Trail) -> Option<String> {
-        let Some(Decision::Allow { grant }) = &trail.decision else {
-            return None;
-        };
-        if !disagreement::applies(trail) {
-            return None;
-        }
-        Some(format!(
+    /// The note for a 403 the cluster gives to what `grant` allowed (see [`disagreement`]).
+    fn disagreement(&self, grant: &Grant) -> String {
+        format!(
             "{}, but the cluster refused it: {}",
             disagreement::allowed_by(grant),
             self.rbac.hint()
-        ))
+        )
     }
 
-    /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101. `note`
-    /// goes into the message of a 403 the cluster answers instead (see [`disagreement`]).
+    /// Forwards an upgrade on its own HTTP/1.1 connection; splices only after a 101. A 403 the
+    /// cluster answers instead to what `allowed_by` allowed gets the note (see [`disagreement`]).
     async fn forward_upgrade(
         &self,
         mut request: Request<Incoming>,
         registration: Option<Registration>,
         in_flight: InFlightRequest,
-        note: Option<String>,
+        allowed_by: Option<Arc<Grant>>,
     ) -> Result<Response<Body>, Refusal> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _body) = request.into_parts();
@@ -458,8 +454,9 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             let mut body = upstream::boxed(body);
             if parts.status == StatusCode::FORBIDDEN
-                && let Some(note) = note
+                && let Some(grant) = allowed_by
             {
+                let note = self.disagreement(&grant);
                 body = disagreement::explain(
                     body,
                     &mut parts.headers,

@@ -276,40 +276,14 @@ pub async fn http_get(url: &str) -> String {
 
 /// A GET over real TLS to the proxy with exactly `headers`; answers the status and body.
 pub async fn https_get(h: &Harness, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use http_body_util::BodyExt as _;
-    let mut config = certs::client_config(&h.ca, None);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(h.proxy.address)
-        .await
-        .expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("TLS");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = http::Request::get(path).header("host", "localhost");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = sender
-        .send_request(
-            request
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    https_request(
+        h,
+        "GET",
+        path,
+        headers,
+        http_body_util::Empty::<bytes::Bytes>::new(),
+    )
+    .await
 }
 
 /// A request with `method` and `body` over real TLS to the proxy with exactly `headers` (and
@@ -321,6 +295,23 @@ pub async fn https_send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, String) {
+    let body = http_body_util::Full::new(bytes::Bytes::from(body));
+    https_request(h, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request over real TLS to the proxy, with `body` as hyper sends it.
+async fn https_request<B>(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> (u16, String)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt as _;
     let mut config = certs::client_config(&h.ca, None);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -343,11 +334,7 @@ pub async fn https_send(
         request = request.header(*name, *value);
     }
     let response = sender
-        .send_request(
-            request
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .expect("request"),
-        )
+        .send_request(request.body(body).expect("request"))
         .await
         .expect("response");
     let status = response.status().as_u16();

@@ -14,7 +14,7 @@ use infra_authz::decision::{Authorizer, Explanation, Identity};
 use infra_authz::policy::{Grant, Subject};
 use infra_authz::rbac::RoleSet;
 
-use super::caller::{Access, Caller};
+use super::caller::{self, Access, Caller};
 use super::extract::{Params, ok, opt_time};
 use super::{ApiError, ApiResult, Plane};
 
@@ -71,7 +71,7 @@ pub(super) async fn why(State(plane): Plane, caller: Caller, params: Params) -> 
         for grant in grants.iter().filter(|g| {
             *g.resource.destination == *destination.name
                 && !g.resource.is_control()
-                && subject_is(&g.subject, &identity)
+                && caller::subject_matches(&g.subject, &user.name, &groups)
                 && !roles.contains(&g.role)
         }) {
             notes.push(format!(
@@ -90,13 +90,6 @@ pub(super) async fn why(State(plane): Plane, caller: Caller, params: Params) -> 
         &explanation,
         notes,
     )))
-}
-
-fn subject_is(subject: &Subject, identity: &Identity) -> bool {
-    match subject {
-        Subject::User(name) => name == identity.user(),
-        Subject::Group(name) => identity.groups().any(|g| g == name),
-    }
 }
 
 /// The request's attributes from kubectl-style words: `pods`, `deployments.apps`,

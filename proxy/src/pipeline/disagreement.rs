@@ -24,6 +24,17 @@ pub(super) fn applies(trail: &Trail) -> bool {
             if r.verb != "proxy" && r.subresource.as_deref() != Some("proxy"))
 }
 
+/// The grant that allowed the request, when a 403 to it would be the cluster disagreeing with
+/// Infra ([`applies`]).
+pub(super) fn allowed_grant(trail: &Trail) -> Option<std::sync::Arc<Grant>> {
+    match &trail.decision {
+        Some(infra_authz::decision::Decision::Allow { grant }) if applies(trail) => {
+            Some(std::sync::Arc::clone(grant))
+        }
+        _ => None,
+    }
+}
+
 /// What Infra allowed, in words: `infra-proxy allowed this by the grant of edit to user suzie
 /// on production.web`.
 pub(super) fn allowed_by(grant: &Grant) -> String {
