@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod names;
+pub mod requests;
 pub mod wire;
 
 pub use names::{
@@ -210,6 +211,12 @@ pub struct Policy {
     pub users: Vec<User>,
     /// Groups and their members.
     pub groups: Vec<Group>,
+    /// Who may ask for access, for what, and who approves.
+    pub requests: Vec<requests::RequestRule>,
+    /// Where on-call schedules are read.
+    pub on_call: Vec<requests::OnCallSource>,
+    /// Targets told of access requests' changes.
+    pub notify: Vec<requests::Notifier>,
 }
 
 /// A name that Infra refuses, and which rule it breaks ([`names`]). Names are repeated in the

@@ -260,6 +260,8 @@ mod tests {
             ("INFRA_ADMIN_PASSWORD", "admin-env-password-value"),
             ("CI_ACCESS_KEY", "ci0000.access-key-secret-value"),
             ("EMPTY", ""),
+            ("PAGERDUTY_TOKEN", "pd-token-value"),
+            ("HOOK_SECRET", "hook-secret-value"),
         ],
         files: &[
             (
@@ -317,6 +319,96 @@ users:
     password: file:/var/run/secrets/infra/admin-password
 ";
 
+    const REQUESTS_EXAMPLE: &str = "\
+requests:
+  - name: eng-prod
+    group: Engineering
+    roles: [edit, admin]
+    resources: [production, production.*]
+    maxDuration: 4h
+    reviewers:
+      group: SRE
+    approvals: 2
+    autoApprove:
+      onCall: pagerduty-primary
+  - user: carl@example.com
+    roles: [view]
+    resources: [staging.web]
+    maxDuration: 30m
+    reviewers: {user: admin@example.com}
+onCall:
+  - name: pagerduty-primary
+    kind: pagerduty
+    scheduleID: P123ABC
+    tokenFrom: env:PAGERDUTY_TOKEN
+notify:
+  - name: hook
+    kind: webhook
+    url: https://hooks.example.com/infra
+    secret: env:HOOK_SECRET
+";
+
+    #[test]
+    fn request_rules_validate() {
+        use crate::policy::requests::{NotifyKind, OnCallKind};
+        let policy = parse_text(REQUESTS_EXAMPLE).expect("valid");
+        assert_eq!(policy.requests.len(), 2);
+        let rule = &policy.requests[0];
+        assert_eq!(rule.name, "eng-prod");
+        assert_eq!(rule.who, Subject::Group("Engineering".into()));
+        assert_eq!(rule.roles, ["edit", "admin"]);
+        assert_eq!(rule.max_duration, std::time::Duration::from_hours(4));
+        assert_eq!(rule.reviewers, Subject::Group("SRE".into()));
+        assert_eq!(rule.approvals, 2);
+        assert_eq!(rule.on_call.as_deref(), Some("pagerduty-primary"));
+        let second = &policy.requests[1];
+        assert_eq!(second.name, "requests[1]");
+        assert_eq!(second.approvals, 1);
+        assert_eq!(second.reviewers, Subject::User("admin@example.com".into()));
+        let source = &policy.on_call[0];
+        assert_eq!(source.url, "https://api.pagerduty.com");
+        assert_eq!(source.token.expose(), "pd-token-value");
+        assert_eq!(
+            source.kind,
+            OnCallKind::PagerDuty {
+                schedule_id: Some("P123ABC".into()),
+                escalation_policy_id: None
+            }
+        );
+        assert_eq!(policy.notify[0].kind, NotifyKind::Webhook);
+        assert_eq!(
+            policy.notify[0].secret.as_ref().map(Secret::expose),
+            Some("hook-secret-value")
+        );
+    }
+
+    #[test]
+    fn bad_request_rules_are_located() {
+        assert_errors(
+            &[
+                "requests:",
+                "  - group: Engineering",
+                "    roles: [edit]",
+                "    resources: [infra, prod.*]",
+                "    maxDuration: 90d",
+                "    reviewers: {group: SRE}",
+                "    approvals: 0",
+                "    autoApprove: {onCall: nobody}",
+                "notify:",
+                "  - name: slack",
+                "    kind: slack",
+                "    url: http://hooks.example.com/x",
+            ],
+            &[
+                "policy.yaml:4:17: requests[0].resources[0]: resource \"infra\" is not `<destination>` or `<destination>.<namespace>`: `infra` (the control API) cannot be asked for; grant it instead",
+                "policy.yaml:5:18: requests[0].maxDuration: \"90d\" is longer than the 30d a request may last",
+                "policy.yaml:7:16: requests[0].approvals: approvals must be a number from 1 to 10",
+                "policy.yaml:8:27: requests[0].autoApprove.onCall: no on-call source is named \"nobody\" (declared under onCall: none)",
+                "policy.yaml:12:10: notify[0].url: the URL must start with https://",
+            ],
+        );
+    }
+
     #[test]
     fn design_example_validates() {
         let policy = parse_text(DESIGN_EXAMPLE).expect("valid");
@@ -349,6 +441,7 @@ users:
                     access_key: None,
                 }],
                 groups: vec![],
+                ..Policy::default()
             }
         );
         assert_eq!(

@@ -2,6 +2,7 @@
 //! error reported with its place, and the [`Policy`] built from what is valid.
 
 mod read;
+mod requests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,7 +36,15 @@ pub(super) fn check(
     checker.finish(policy)
 }
 
-const TOP_KEYS: &[&str] = &["grants", "providers", "users", "groups"];
+const TOP_KEYS: &[&str] = &[
+    "grants",
+    "providers",
+    "users",
+    "groups",
+    "requests",
+    "onCall",
+    "notify",
+];
 const GRANT_KEYS: &[&str] = &["user", "group", "role", "resource"];
 const PROVIDER_KEYS: &[&str] = &["name", "url", "clientID", "clientSecret", "kind", "scopes"];
 const USER_KEYS: &[&str] = &["name", "password", "accessKey"];
@@ -108,6 +117,12 @@ impl Checker<'_> {
         policy.providers = self.providers(providers);
         policy.users = self.users(users);
         policy.groups = self.groups(groups);
+        let on_call = self.section(&fields, "onCall");
+        policy.on_call = self.on_call(on_call);
+        let requests = self.section(&fields, "requests");
+        policy.requests = self.requests(requests, &policy.on_call);
+        let notify = self.section(&fields, "notify");
+        policy.notify = self.notify(notify);
         policy
     }
 

@@ -226,6 +226,10 @@ pub enum PolicyErrorKind {
         /// What is wrong with it (`is empty`).
         why: &'static str,
     },
+    /// An access request rule, on-call source or notification target is wrong in a way its
+    /// message says.
+    #[error("{0}")]
+    Request(String),
     /// A user, provider or group is declared twice, or a group lists a member twice.
     #[error("duplicate {what} {name:?} (first at {first})")]
     Duplicate {

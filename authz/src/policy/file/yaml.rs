@@ -18,7 +18,8 @@ pub(super) type Located = Spanned<Node>;
 pub(super) enum Node {
     Null,
     Bool,
-    Int,
+    /// An integer, when it fits in 64 bits signed (`None` beyond).
+    Int(Option<i64>),
     Float,
     Bytes,
     Str(String),
@@ -32,7 +33,7 @@ impl Node {
         match self {
             Self::Null => "no value",
             Self::Bool => "a boolean",
-            Self::Int => "an integer",
+            Self::Int(_) => "an integer",
             Self::Float => "a number",
             Self::Bytes => "binary data",
             Self::Str(_) => "a string",
@@ -67,20 +68,20 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Bool)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
-        Ok(Node::Int)
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Int(Some(v)))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Int)
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Int(i64::try_from(v).ok()))
     }
 
-    fn visit_i128<E>(self, _: i128) -> Result<Node, E> {
-        Ok(Node::Int)
+    fn visit_i128<E>(self, v: i128) -> Result<Node, E> {
+        Ok(Node::Int(i64::try_from(v).ok()))
     }
 
-    fn visit_u128<E>(self, _: u128) -> Result<Node, E> {
-        Ok(Node::Int)
+    fn visit_u128<E>(self, v: u128) -> Result<Node, E> {
+        Ok(Node::Int(i64::try_from(v).ok()))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
