@@ -10,11 +10,13 @@
 //! - [`auth`]: logging in (password, access key, OpenID Connect), tokens, the caller.
 //! - [`objects`]: users, groups, grants, access keys, providers, destinations, and the list
 //!   envelope.
+//! - [`requests`]: access requests, their rules, and what notification targets receive.
 //! - [`sync`]: the policy snapshots and heartbeats streamed to proxies.
 
 pub mod auth;
 pub mod error;
 pub mod objects;
+pub mod requests;
 pub mod sync;
 
 pub use auth::{
@@ -25,4 +27,8 @@ pub use objects::{
     AccessKey, Destination, DestinationBody, Grant, GrantUpdate, Group, IdentityLink, KeyKind,
     NewGrant, NewGroup, NewKey, NewPassword, NewUser, Page, Provider, ProviderBody, ProviderKind,
     ProviderSummary, Source, User, Version, Why, WhyGrant, WhyNotAllowed, WhyRule,
+};
+pub use requests::{
+    AccessRequest, NewRequest, NotificationTarget, RequestComment, RequestEvent, RequestRule,
+    RequestRuleBody, RequestState, Review, SubjectRef, Verdict,
 };

@@ -36,6 +36,8 @@ pub enum Source {
     Api,
     /// Declared in the policy file, which owns it: the API refuses to change it (`file_owned`).
     File,
+    /// Made by an approved access request, which owns it: it ends with the request.
+    Request,
 }
 
 impl Source {
@@ -44,6 +46,7 @@ impl Source {
         match self {
             Self::Api => "api",
             Self::File => "file",
+            Self::Request => "request",
         }
     }
 }
@@ -156,6 +159,9 @@ pub struct Grant {
     /// Who owns it.
     #[serde(default)]
     pub source: Source,
+    /// The access request that made it, when one did.
+    #[serde(default)]
+    pub request_id: Option<i64>,
     /// When it was made.
     pub created_at: Timestamp,
     /// Who made it.

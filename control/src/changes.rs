@@ -19,6 +19,13 @@ pub enum ChangeError {
     /// The policy file owns what the change would touch.
     #[error("{0}")]
     FileOwned(String),
+    /// The caller may not make the change (a review of one's own request, a request no rule
+    /// covers).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An access request owns what the change would touch.
+    #[error("{0}")]
+    RequestOwned(String),
     /// The change makes no sense (a past expiry, a role that means nothing there, yourself).
     #[error("{0}")]
     Invalid(String),
@@ -221,6 +228,11 @@ impl ControlPlane {
     /// The grant `id`, when the API may change it (not the policy file's).
     async fn changeable_grant(&self, id: i64) -> Changed {
         let stored = self.store().get_grant(id).await?;
+        if let Some(request) = self.store().request_of_grant(id).await? {
+            return Err(ChangeError::RequestOwned(format!(
+                "grant {id} belongs to access request {request}; it ends with the request: `infra requests revoke {request}`"
+            )));
+        }
         self.refuse_file_owned(
             owned::GRANT,
             &grant_key(&stored.grant),

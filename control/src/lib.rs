@@ -12,6 +12,8 @@
 //! - [`login`]: logging in by password, access key or OpenID Connect, and re-verification.
 //! - [`oidc`]: the OpenID Connect protocol with providers.
 //! - [`clients`]: who is on the other end: client addresses and per-address rate limits.
+//! - [`requests`]: access requests: asking, reviewing, on-call approval ([`oncall`]),
+//!   notifications ([`notify`]), and their expiry.
 //! - [`api`]: the HTTP API the CLI and proxies talk to, on the wire types of `infra-api`.
 //!
 //! It depends on `infra-api` (wire types) and `infra-authz` (the policy model), never on the
@@ -23,9 +25,12 @@ pub mod clients;
 pub mod crypto;
 pub mod keys;
 pub mod login;
+pub mod notify;
 pub mod oidc;
+pub mod oncall;
 pub mod passwords;
 pub mod plane;
+pub mod requests;
 pub mod store;
 
 pub use plane::{ControlConfig, ControlPlane};

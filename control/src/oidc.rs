@@ -91,6 +91,31 @@ pub struct OidcLogins {
     rng: SystemRandom,
 }
 
+/// An HTTPS client for what the control plane calls out to (identity providers, on-call
+/// providers, notification targets): the system roots and the configured extra CA, no
+/// redirects (a redirect from a token endpoint or a webhook is an attack, never a feature), and
+/// a deadline per request.
+pub fn outbound_client(
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client> {
+    let mut http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the provider CA file {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing the provider CA file {}", path.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    http.build().context("building the HTTP client")
+}
+
 impl OidcLogins {
     /// Ready for logins; providers' certificates are checked against the system roots and the
     /// configured extra CA.
@@ -98,24 +123,8 @@ impl OidcLogins {
         redirect_uris: &[String],
         provider_ca_file: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let mut http = reqwest::Client::builder()
-            // Redirects from a provider's token endpoint are an attack, never a feature.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(path) = provider_ca_file {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("reading the provider CA file {}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("parsing the provider CA file {}", path.display()))?
-            {
-                http = http.add_root_certificate(cert);
-            }
-        }
         Ok(Self {
-            http: http
-                .build()
-                .context("building the HTTP client for providers")?,
+            http: outbound_client(provider_ca_file, Duration::from_secs(15))?,
             redirect_uris: redirect_uris.to_vec(),
             rng: SystemRandom::new(),
         })

@@ -136,6 +136,12 @@ pub struct ControlPlane {
     rng: SystemRandom,
     /// Logins in flight at identity providers.
     pub oidc: OidcLogins,
+    /// The policy file's request rules, on-call sources and notification targets.
+    pub(crate) request_settings: ArcSwap<crate::requests::FileRequestSettings>,
+    /// Who is on call, cached.
+    pub(crate) on_call: crate::oncall::OnCall,
+    /// Access requests' notifications.
+    pub(crate) notifications: Arc<crate::notify::Notifications>,
 }
 
 impl ControlPlane {
@@ -151,6 +157,10 @@ impl ControlPlane {
         let keys = load_keys(&store, &config, now, true).await?;
         let (changes, _) = watch::channel(0);
         let oidc = OidcLogins::new(&config.redirect_uris, config.provider_ca_file.as_deref())?;
+        let outbound = crate::oidc::outbound_client(
+            config.provider_ca_file.as_deref(),
+            Duration::from_secs(10),
+        )?;
         let plane = Arc::new(Self {
             store,
             shared: tokio::sync::Mutex::new(None),
@@ -165,10 +175,17 @@ impl ControlPlane {
             clock,
             rng: SystemRandom::new(),
             oidc,
+            request_settings: ArcSwap::from_pointee(crate::requests::FileRequestSettings::default()),
+            on_call: crate::oncall::OnCall::new(outbound.clone()),
+            notifications: Arc::new(crate::notify::Notifications::new(
+                outbound,
+                crate::notify::RETRY_BASE,
+            )),
         });
         plane.apply_policy_file(policy).await?;
         plane.bootstrap(policy).await?;
         plane.spawn_replica_listener();
+        plane.spawn_request_sweeper();
         Ok(plane)
     }
 

@@ -24,7 +24,7 @@
 //! One file per aggregate, each with its own `impl Store` block and its row types: `users`,
 //! `lockout` (password logins and failed-login counting), `groups`, `grants`, `access_keys`,
 //! `providers`, `idp_sessions`, `destinations`, `signing_keys`, `audit`, `managed`,
-//! `oidc_logins` and `notices` (changes announced to the other replicas). This file keeps the
+//! `oidc_logins`, `requests` (access requests, their reviews and rules) and `notices` (changes announced to the other replicas). This file keeps the
 //! handle, the error, and what they all share: the `with_db!` dispatch, the `write_tx!` write
 //! skeleton, and typed column access.
 
@@ -68,6 +68,12 @@ pub enum StoreError {
         expected: i64,
         /// The revision in the store.
         actual: i64,
+    },
+    /// The thing is not in a state that allows the change (a request already decided).
+    #[error("{what}")]
+    WrongState {
+        /// What is wrong, worded for the caller.
+        what: String,
     },
     /// A user, group, role or resource name is refused.
     #[error(transparent)]
@@ -231,6 +237,7 @@ mod notices;
 mod oidc_logins;
 pub mod open;
 mod providers;
+mod requests;
 mod signing_keys;
 mod users;
 
@@ -245,6 +252,7 @@ pub use lockout::{LOCKOUT_DURATION, LOCKOUT_FAILURES, LoginError, UNKNOWN_CLIENT
 pub use oidc_logins::PendingLogin;
 pub use open::{Database, OpenError, StoreConfig};
 pub use providers::StoredProvider;
+pub use requests::{NewRequestRow, RequestOutcome, StoredRequest, StoredReview, SweptRequests};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use users::User;
 

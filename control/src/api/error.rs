@@ -100,9 +100,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
             StoreError::NotFound { .. } => Self::not_found(error.to_string()),
-            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => {
-                Self::conflict(error.to_string())
-            }
+            StoreError::AlreadyExists { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::WrongState { .. } => Self::conflict(error.to_string()),
             StoreError::InvalidName(_) | StoreError::WeakPassword(_) => {
                 Self::bad_request(error.to_string())
             }
@@ -177,6 +177,12 @@ impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {
             ChangeError::FileOwned(message) => Self::file_owned(message),
+            ChangeError::Forbidden(message) => Self::forbidden(message),
+            ChangeError::RequestOwned(message) => Self::new(
+                axum::http::StatusCode::CONFLICT,
+                "request_owned",
+                message.clone(),
+            ),
             ChangeError::Invalid(message) => Self::bad_request(message),
             ChangeError::NotFound(message) => Self::not_found(message),
             ChangeError::Store(error) => error.into(),

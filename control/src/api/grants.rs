@@ -10,8 +10,16 @@ use super::{ApiError, ApiResult, Plane};
 use crate::plane::{ControlPlane, grant_key, owned};
 use crate::store::StoredGrant;
 
-async fn project(plane: &ControlPlane, stored: &StoredGrant) -> ApiResult<infra_api::Grant> {
+/// Grant id → the approved access request that owns it.
+type Owners = std::collections::HashMap<i64, i64>;
+
+async fn project(
+    plane: &ControlPlane,
+    stored: &StoredGrant,
+    owners: &Owners,
+) -> ApiResult<infra_api::Grant> {
     let grant = &stored.grant;
+    let request_id = owners.get(&stored.id).copied();
     let (user, group) = match &grant.subject {
         Subject::User(name) => (Some(name.clone()), None),
         Subject::Group(name) => (None, Some(name.clone())),
@@ -24,7 +32,11 @@ async fn project(plane: &ControlPlane, stored: &StoredGrant) -> ApiResult<infra_
         resource: grant.resource.to_string(),
         expires_at: opt_time(grant.expires_at),
         problem: problem(plane, grant),
-        source: plane.source_of(owned::GRANT, &grant_key(grant)).await?,
+        source: match request_id {
+            Some(_) => infra_api::Source::Request,
+            None => plane.source_of(owned::GRANT, &grant_key(grant)).await?,
+        },
+        request_id,
         created_at: time(stored.created_at),
         created_by: stored.created_by.clone(),
         revision: stored.revision,
@@ -59,6 +71,7 @@ pub(super) async fn list(State(plane): Plane, caller: Caller, params: Params) ->
         caller.require(Access::View)?;
     }
     let mut items = Vec::new();
+    let owners = plane.store().requests_by_grant().await?;
     for stored in plane.store().list_grants(plane.now()).await? {
         let grant = &stored.grant;
         let keep = match (&grant.subject, params.get("user"), params.get("group")) {
@@ -74,7 +87,7 @@ pub(super) async fn list(State(plane): Plane, caller: Caller, params: Params) ->
                 .is_none_or(|d| grant.resource.destination == d)
             && params.get("role").is_none_or(|r| grant.role == r);
         if keep {
-            items.push(project(&plane, &stored).await?);
+            items.push(project(&plane, &stored, &owners).await?);
         }
     }
     page(&params, items)
@@ -107,7 +120,7 @@ pub(super) async fn create(
         expires_at,
     };
     let stored = plane.create_grant(&caller.user.name, &grant).await?;
-    Ok(created(project(&plane, &stored).await?))
+    Ok(created(project(&plane, &stored, &Owners::new()).await?))
 }
 
 pub(super) async fn get(State(plane): Plane, caller: Caller, Path(id): Path<String>) -> ApiResult {
@@ -116,7 +129,8 @@ pub(super) async fn get(State(plane): Plane, caller: Caller, Path(id): Path<Stri
     if !own {
         caller.require(Access::View)?;
     }
-    Ok(ok(project(&plane, &stored).await?))
+    let owners = plane.store().requests_by_grant().await?;
+    Ok(ok(project(&plane, &stored, &owners).await?))
 }
 
 pub(super) async fn update(
@@ -135,7 +149,7 @@ pub(super) async fn update(
     let updated = plane
         .update_grant_expiry(&caller.user.name, id, update.revision, expires_at)
         .await?;
-    Ok(ok(project(&plane, &updated).await?))
+    Ok(ok(project(&plane, &updated, &Owners::new()).await?))
 }
 
 pub(super) async fn delete(

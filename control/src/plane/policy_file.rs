@@ -264,6 +264,7 @@ impl ControlPlane {
         store.set_managed(owned::MEMBER, &members).await?;
         store.set_managed(owned::PROVIDER, &providers).await?;
         store.set_managed(owned::GRANT, &grants).await?;
+        self.apply_request_settings(policy);
         self.changed();
         Ok(())
     }

@@ -41,6 +41,10 @@ fn sqlite_migrator() -> Migrator {
             "login guards",
             include_str!("../../../migrations/sqlite/0004_login_guards.sql"),
         ),
+        (
+            "access requests",
+            include_str!("../../../migrations/sqlite/0005_requests.sql"),
+        ),
     ])
 }
 
