@@ -25,6 +25,7 @@ mod groups;
 mod keys;
 mod providers;
 mod public;
+mod requests;
 mod session;
 mod sync;
 mod users;
@@ -78,6 +79,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/keys"),
     ("delete", "/api/keys/{id}"),
     ("get", "/api/why"),
+    ("get", "/api/requests"),
+    ("post", "/api/requests"),
+    ("get", "/api/requests/{id}"),
+    ("post", "/api/requests/{id}/approve"),
+    ("post", "/api/requests/{id}/deny"),
+    ("post", "/api/requests/{id}/cancel"),
+    ("post", "/api/requests/{id}/revoke"),
+    ("get", "/api/request-rules"),
+    ("post", "/api/request-rules"),
+    ("delete", "/api/request-rules/{name}"),
+    ("get", "/api/request-notifications"),
     ("get", "/api/destinations"),
     ("put", "/api/destinations/{name}"),
     ("delete", "/api/destinations/{name}"),
@@ -158,6 +170,21 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/keys", get(keys::list).post(keys::create))
         .route("/api/keys/{id}", axum::routing::delete(keys::delete))
         .route("/api/why", get(why::why))
+        .route("/api/requests", get(requests::list).post(requests::create))
+        .route("/api/requests/{id}", get(requests::get))
+        .route("/api/requests/{id}/approve", post(requests::approve))
+        .route("/api/requests/{id}/deny", post(requests::deny))
+        .route("/api/requests/{id}/cancel", post(requests::cancel))
+        .route("/api/requests/{id}/revoke", post(requests::revoke))
+        .route(
+            "/api/request-rules",
+            get(requests::list_rules).post(requests::create_rule),
+        )
+        .route(
+            "/api/request-rules/{name}",
+            axum::routing::delete(requests::delete_rule),
+        )
+        .route("/api/request-notifications", get(requests::notifications))
         .route("/api/destinations", get(destinations::list))
         .route(
             "/api/destinations/{name}",

@@ -252,7 +252,9 @@ pub use lockout::{LOCKOUT_DURATION, LOCKOUT_FAILURES, LoginError, UNKNOWN_CLIENT
 pub use oidc_logins::PendingLogin;
 pub use open::{Database, OpenError, StoreConfig};
 pub use providers::StoredProvider;
-pub use requests::{NewRequestRow, RequestOutcome, StoredRequest, StoredReview, SweptRequests};
+pub use requests::{
+    NewRequestRow, RequestFilter, RequestOutcome, StoredRequest, StoredReview, SweptRequests,
+};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use users::User;
 
