@@ -11,9 +11,11 @@
 //! - [`objects`]: users, groups, grants, access keys, providers, destinations, and the list
 //!   envelope.
 //! - [`requests`]: access requests, their rules, and what notification targets receive.
+//! - [`duration`]: the text form of durations the CLI and the policy file share (`2h30m`).
 //! - [`sync`]: the policy snapshots and heartbeats streamed to proxies.
 
 pub mod auth;
+pub mod duration;
 pub mod error;
 pub mod objects;
 pub mod requests;

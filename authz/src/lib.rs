@@ -9,13 +9,13 @@
 //! - [`rbac`]: Kubernetes RBAC rule evaluation and the bundled built-in roles.
 //! - [`decision`]: grant resolution for an identity and a request, and the decision cache.
 //! - [`token`]: issuing and verifying the short-lived JWTs that the proxy accepts.
-//! - [`duration`]: durations as people write them (`30m`, `2h30m`, `7d`).
+//! - [`duration`]: durations as people write them (`30m`, `2h30m`, `7d`), from `infra-api`.
 //! - [`clock`]: time as a parameter, so anything with an expiry is tested without sleeping.
 
 pub mod attributes;
 pub mod clock;
 pub mod decision;
-pub mod duration;
+pub use infra_api::duration;
 pub mod policy;
 pub mod rbac;
 pub mod token;

@@ -422,6 +422,40 @@ impl Client {
         .await
     }
 
+    pub async fn ask(&self, new: &infra_api::NewRequest) -> Result<infra_api::AccessRequest> {
+        self.send(Method::POST, "/api/requests", new).await
+    }
+
+    pub async fn requests(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Vec<infra_api::AccessRequest>> {
+        self.list("/api/requests", query).await
+    }
+
+    pub async fn request(&self, id: i64) -> Result<infra_api::AccessRequest> {
+        self.get(&format!("/api/requests/{id}"), &[]).await
+    }
+
+    /// `action` is approve, deny, cancel or revoke.
+    pub async fn act_on_request(
+        &self,
+        id: i64,
+        action: &str,
+        comment: Option<String>,
+    ) -> Result<infra_api::AccessRequest> {
+        self.send(
+            Method::POST,
+            &format!("/api/requests/{id}/{action}"),
+            &infra_api::RequestComment { comment },
+        )
+        .await
+    }
+
+    pub async fn request_rules(&self) -> Result<Vec<infra_api::RequestRule>> {
+        self.list("/api/request-rules", &[]).await
+    }
+
     pub async fn why(&self, query: &[(&str, String)]) -> Result<infra_api::Why> {
         self.get("/api/why", query).await
     }

@@ -53,6 +53,12 @@ pub enum Command {
     /// Manage identity providers (OpenID Connect).
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Ask for access for a while: `infra request production.web --role edit --for 2h --reason
+    /// "INC-1234" --wait`. A request rule must cover it; its reviewers approve it.
+    Request(RequestArgs),
+    /// List, review, cancel and revoke access requests.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
     /// Show who you are logged in as.
     Whoami(WhoamiArgs),
     /// Explain a decision: may USER do VERB on RESOURCE, and which grant and role rule decide it
@@ -234,6 +240,84 @@ pub struct GrantsListArgs {
     /// Only grants of this role.
     #[arg(long)]
     pub role: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Where: `DESTINATION` or `DESTINATION.NAMESPACE`.
+    pub resource: String,
+    /// The role: view, edit, admin, or one the request rules name.
+    #[arg(short, long)]
+    pub role: String,
+    /// For how long, once approved: `30m`, `2h`, `1d`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub for_: std::time::Duration,
+    /// Why (an incident or a ticket), for the reviewers and the audit trail.
+    #[arg(long)]
+    pub reason: String,
+    /// Wait until the request is decided; once approved, kubectl works (the kubeconfig context
+    /// is added if it was missing).
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List your requests; `--pending` the requests waiting for your review; `--all` every
+    /// request (role view on infra).
+    List(RequestsListArgs),
+    /// Show one request with its reviews.
+    Show(RequestIdArgs),
+    /// Approve a request you review.
+    Approve(RequestReviewArgs),
+    /// Deny a request you review (say why with --comment).
+    Deny(RequestReviewArgs),
+    /// Take back your pending request.
+    Cancel(RequestReviewArgs),
+    /// End an approved request's access now.
+    Revoke(RequestReviewArgs),
+    /// List the request rules: who may ask for what, for how long, and who approves.
+    Rules(RulesListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequestsListArgs {
+    /// The requests waiting for your review.
+    #[arg(long, conflicts_with = "all")]
+    pub pending: bool,
+    /// Every request (role view on infra).
+    #[arg(long)]
+    pub all: bool,
+    /// Only requests in this state: pending, approved, denied, cancelled, expired, ended.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestIdArgs {
+    /// The request's id.
+    pub id: i64,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestReviewArgs {
+    /// The request's id.
+    pub id: i64,
+    /// What you say (required to deny).
+    #[arg(long, short = 'm')]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RulesListArgs {
     #[command(flatten)]
     pub output: OutputArgs,
 }

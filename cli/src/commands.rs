@@ -23,6 +23,7 @@ mod keys;
 mod list;
 mod logout;
 mod providers;
+mod requests;
 mod use_;
 mod users;
 mod version;
@@ -76,6 +77,8 @@ async fn run_async(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Keys(c) => keys::run(ctx, c).await,
         Command::Destinations(c) => destinations::run(ctx, c).await,
         Command::Providers(c) => providers::run(ctx, c).await,
+        Command::Request(args) => requests::ask(ctx, &args).await,
+        Command::Requests(c) => requests::run(ctx, c).await,
         Command::Whoami(args) => whoami::run(ctx, args.output.output).await,
         Command::Why(args) => why::run(ctx, &args).await,
         Command::Version(args) => version::run(ctx, args.output.output).await,

@@ -1,3 +1,3 @@
 //! Durations on the command line: the same `<number><unit>` syntax as the policy file.
 
-pub use infra_authz::duration::parse;
+pub use infra_api::duration::parse;

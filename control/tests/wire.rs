@@ -208,7 +208,11 @@ fn grant(expires: bool) -> Grant {
         resource: "production.web".into(),
         expires_at: expires.then(at),
         problem: expires.then(|| "role \"edit\" exists neither ...".to_owned()),
-        source: if expires { Source::Request } else { Source::File },
+        source: if expires {
+            Source::Request
+        } else {
+            Source::File
+        },
         request_id: expires.then_some(12),
         created_at: at(),
         created_by: "admin".into(),
