@@ -54,6 +54,7 @@ fn grant(id: i64, user: Option<&str>, group: Option<&str>, role: &str, resource:
         expires_at: None,
         problem: None,
         source: Source::Api,
+        request_id: None,
         created_at: ts("2026-11-22T13:50:06Z"),
         created_by: "admin".into(),
         revision: 1,

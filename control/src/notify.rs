@@ -249,7 +249,7 @@ impl Notifications {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("sending failed: {}", e.without_url()))?;
+            .map_err(|e| format!("sending failed: {}", crate::oncall::chain(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -82,7 +82,12 @@ impl OnCallReader for PagerDuty {
                 )
                 .send()
                 .await
-                .map_err(|e| format!("asking PagerDuty who is on call: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "asking PagerDuty who is on call: {}",
+                        chain(&e.without_url())
+                    )
+                })?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("PagerDuty answered {status} to GET /oncalls"));
@@ -101,6 +106,18 @@ impl OnCallReader for PagerDuty {
                 .collect())
         })
     }
+}
+
+/// An error with its causes, `: `-separated.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads a response body of at most `limit` bytes.
@@ -158,19 +175,18 @@ impl OnCall {
             .get(&source.name)
             .filter(|(at, _)| at.elapsed() < ON_CALL_CACHE)
             .map(|(_, who)| who.clone());
-        let who = match cached {
-            Some(who) => who,
-            None => {
-                let who = Self::reader(source).on_call(&self.http, source).await?;
-                self.cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(source.name.clone(), (Instant::now(), who.clone()));
-                who
-            }
+        let who = if let Some(who) = cached {
+            who
+        } else {
+            let who = Self::reader(source).on_call(&self.http, source).await?;
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(source.name.clone(), (Instant::now(), who.clone()));
+            who
         };
         let user = user.to_lowercase();
-        Ok(who.iter().any(|w| *w == user))
+        Ok(who.contains(&user))
     }
 
     /// Forgets every cached answer (the policy file changed its sources).

@@ -52,7 +52,7 @@ fn clean_text(what: &str, text: &str, required: bool) -> Changed<String> {
             "the {what} is longer than {MAX_TEXT_CHARS} characters"
         )));
     }
-    if text.chars().any(|c| c.is_control()) {
+    if text.chars().any(char::is_control) {
         return Err(ChangeError::Invalid(format!(
             "the {what} may not contain control characters"
         )));

@@ -8,6 +8,7 @@
 pub mod apiserver;
 pub mod certs;
 pub mod control;
+pub mod hooks;
 pub mod kubectl;
 pub mod oidc;
 pub mod postgres;

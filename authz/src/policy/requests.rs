@@ -8,6 +8,7 @@
 //! came closest and what it would take; the control plane stores and reviews requests.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,8 +38,9 @@ impl ResourcePattern {
     /// Whether the pattern covers `resource`.
     pub fn matches(&self, resource: &Resource) -> bool {
         match (self, &resource.namespace) {
-            (Self::Destination(d), None) => *d == resource.destination,
-            (Self::AnyNamespace(d), Some(_)) => *d == resource.destination,
+            (Self::Destination(d), None) | (Self::AnyNamespace(d), Some(_)) => {
+                *d == resource.destination
+            }
             (Self::Namespace(d, ns), Some(theirs)) => *d == resource.destination && ns == theirs,
             _ => false,
         }
@@ -63,18 +65,14 @@ impl FromStr for ResourcePattern {
             value: s.to_owned(),
             why,
         };
-        let pattern = match s.strip_suffix(".*") {
-            Some(destination) => {
-                validate_dns_label(destination)
-                    .map_err(|why| refuse(format!("destination {why}")))?;
-                Self::AnyNamespace(destination.to_owned())
-            }
-            None => {
-                let resource: Resource = s.parse()?;
-                match resource.namespace {
-                    Some(ns) => Self::Namespace(resource.destination, ns),
-                    None => Self::Destination(resource.destination),
-                }
+        let pattern = if let Some(destination) = s.strip_suffix(".*") {
+            validate_dns_label(destination).map_err(|why| refuse(format!("destination {why}")))?;
+            Self::AnyNamespace(destination.to_owned())
+        } else {
+            let resource: Resource = s.parse()?;
+            match resource.namespace {
+                Some(ns) => Self::Namespace(resource.destination, ns),
+                None => Self::Destination(resource.destination),
             }
         };
         let destination = match &pattern {
@@ -125,9 +123,10 @@ impl RequestRule {
             self.approvals,
         );
         if let Some(source) = &self.on_call {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "; whoever is on call in {source:?} is approved at once"
-            ));
+            );
         }
         text
     }

@@ -1,6 +1,7 @@
 //! `infra request` (ask for access for a while, and with `--wait` until it is decided) and
 //! `infra requests list|show|approve|deny|cancel|revoke|rules`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -67,10 +68,11 @@ fn describe(r: &AccessRequest) -> String {
         r.state
     );
     if let (RequestState::Approved, Some(ends)) = (r.state, r.access_ends) {
-        text.push_str(&format!(" until {ends}"));
+        let _ = write!(text, " until {ends}");
     }
     for review in &r.reviews {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n  {} by {} at {}{}",
             match review.verdict {
                 Verdict::Approve => "approved",
@@ -83,17 +85,18 @@ fn describe(r: &AccessRequest) -> String {
             } else {
                 format!(": {}", review.comment)
             }
-        ));
+        );
     }
     if let Some(by) = &r.ended_by {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n  ended by {by}{}",
             r.end_comment
                 .as_deref()
                 .filter(|c| !c.is_empty())
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default()
-        ));
+        );
     }
     text
 }
