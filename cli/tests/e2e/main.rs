@@ -18,6 +18,7 @@ mod clusters;
 mod first_run;
 mod oidc;
 mod readme;
+mod requests;
 
 const POLICY: &str = "grants: []\n";
 const SUZIE: &str = "suzie@example.com";
