@@ -107,6 +107,8 @@ impl Client {
             let error = parse_error(status, &bytes);
             let hint = match (status.as_u16(), error.code.as_str()) {
                 (401, _) => Some("your session has ended or the key is wrong; run `infra login`"),
+                // A request's refusal says what would cover it; its reviewers are not admins.
+                (403, _) if path.starts_with("/api/requests") => None,
                 (403, _) => Some(
                     "ask an Infra admin for a grant: `infra grants add USER infra --role admin`",
                 ),

@@ -44,6 +44,9 @@ fn normal(line: &str) -> String {
                 }
             } else if w.len() >= 8 && w.ends_with('Z') && w.as_bytes().get(2) == Some(&b':') {
                 "<clock>".to_owned()
+            } else if w.starts_with("https://127.0.0.1:") {
+                // The port differs from run to run.
+                "<url>".to_owned()
             } else {
                 w.to_owned()
             }
@@ -52,15 +55,35 @@ fn normal(line: &str) -> String {
     words.join(" ")
 }
 
+/// A command line's words; `"..."` quotes one word with spaces.
+fn words_of(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for (i, part) in command.split('"').enumerate() {
+        if i % 2 == 1 {
+            words.push(part.to_owned());
+        } else {
+            words.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    words
+}
+
 async fn play(person: &Person, steps: &[(String, Vec<String>)]) {
     for (command, printed) in steps {
-        let words: Vec<&str> = command.split_whitespace().collect();
+        let words = words_of(command);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let run: Run = match words.first() {
             Some(&"infra") => person.infra(&words[1..]).await,
             Some(&"kubectl") => person.kubectl(&words[1..]).await,
             other => panic!("a command the test does not know: {other:?}"),
-        }
-        .ok();
+        };
+        // A transcript that shows an error shows a command that fails.
+        let run = if printed.iter().any(|l| l.starts_with("error:")) {
+            assert_ne!(run.code, 0, "`{command}` should fail");
+            run
+        } else {
+            run.ok()
+        };
         let got: Vec<String> = run
             .stdout
             .lines()
@@ -113,4 +136,41 @@ async fn the_readme_cli_transcripts_run_as_written() {
     let suzie = Person::new();
     suzie.login(&h, SUZIE, SUZIE_PASSWORD).await.ok();
     play(&suzie, &transcript("$ infra use testing.web")).await;
+}
+
+/// The policy of the README's "Ask for access" section.
+const REQUESTS_POLICY: &str = "requests:
+  - name: engineering
+    group: Engineering
+    roles: [view, edit]
+    resources: [testing.*]
+    maxDuration: 4h
+    reviewers:
+      group: SRE
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_request_transcripts_run_as_written() {
+    let h = ControlHarness::start(REQUESTS_POLICY).await;
+    h.standin
+        .create(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}))
+        .expect("a namespace");
+    let admin = admin_with_suzie(&h).await;
+    for (user, group) in [(SUZIE, "Engineering"), ("admin", "SRE")] {
+        admin.infra(&["groups", "add", group]).await.ok();
+        admin.infra(&["groups", "adduser", user, group]).await.ok();
+    }
+    let suzie = Person::new();
+    suzie.login(&h, SUZIE, SUZIE_PASSWORD).await.ok();
+    play(
+        &suzie,
+        &transcript("$ infra request testing.web --role edit --for 8h"),
+    )
+    .await;
+    play(&admin, &transcript("$ infra requests list --pending")).await;
+    play(
+        &suzie,
+        &transcript("$ kubectl --context infra:testing get pods -n web"),
+    )
+    .await;
 }
