@@ -256,6 +256,9 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             Arc::clone(&clock),
         );
     }
+    if let Some(plane) = &control {
+        embedded::spawn_notification_reports(plane, Arc::clone(&readiness), Arc::clone(&metrics));
+    }
     spawn_readiness_probes(
         Arc::clone(&upstream),
         Arc::clone(&authn),

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub streams_revoked: Counter,
     /// Audit events not recorded: dropped on a full queue, or lost in a failed write.
     pub audit_failures: Counter,
+    /// Failed attempts to deliver access requests' notifications (the control plane's).
+    pub notification_failures: Gauge,
+    /// Notifications given up after every retry failed.
+    pub notifications_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -171,6 +175,18 @@ impl Metrics {
             "Audit events not recorded: dropped on a full queue, or lost in a failed write",
             audit_failures.clone(),
         );
+        let notification_failures = Gauge::default();
+        registry.register(
+            "request_notification_failures",
+            "Failed attempts to deliver access requests' notifications since the control plane started",
+            notification_failures.clone(),
+        );
+        let notifications_dropped = Gauge::default();
+        registry.register(
+            "request_notifications_dropped",
+            "Access requests' notifications given up after every retry failed",
+            notifications_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -188,6 +204,8 @@ impl Metrics {
             snapshot_age,
             streams_revoked,
             audit_failures,
+            notification_failures,
+            notifications_dropped,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use infra_tests::certs::Ca;
 use infra_tests::control::{ControlHarness, Options, client_for, status_of};
 use infra_tests::hooks::Hooks;
-use infra_tests::proxy::{DESTINATION, wait_for};
+use infra_tests::proxy::{DESTINATION, http_get, wait_for};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
@@ -610,8 +610,9 @@ async fn webhooks_are_signed_and_retried_and_slack_gets_the_commands() {
         secret_file.display(),
         hooks.url("/slack")
     );
-    // The receiver is down for the first two deliveries.
+    // The receiver is down for the first two deliveries; Slack is down for good.
     hooks.fail_next("/hook", 2, 503);
+    hooks.fail_next("/slack", 1000, 500);
     let h = ControlHarness::start_with(
         &policy(&extra),
         Options {

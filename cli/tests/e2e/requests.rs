@@ -72,7 +72,7 @@ async fn ask_wait_approve_and_kubectl_works_without_a_new_login() {
     );
 
     let resource = format!("{DESTINATION}.default");
-    let mut waiting = carl
+    let waiting = carl
         .command(
             &crate::infra_binary(),
             &[

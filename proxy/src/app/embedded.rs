@@ -54,6 +54,39 @@ pub async fn in_process_sync(
     Ok(sync)
 }
 
+/// Shows failing access-request notifications in `/readyz` (a warning: requests still work)
+/// and in the metrics, every 5 seconds.
+pub fn spawn_notification_reports(
+    plane: &Embedded,
+    readiness: Arc<crate::admin::Readiness>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let plane = Arc::downgrade(plane);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(plane) = plane.upgrade() else {
+                break;
+            };
+            let targets = plane.notification_status();
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            metrics
+                .notification_failures
+                .set(gauge(targets.iter().map(|t| t.failed_attempts).sum()));
+            metrics
+                .notifications_dropped
+                .set(gauge(targets.iter().map(|t| t.dropped).sum()));
+            let problems = plane.notification_problems();
+            readiness.warn(
+                "notifications",
+                (!problems.is_empty()).then(|| problems.join("; ")),
+            );
+        }
+    });
+}
+
 /// The control plane as the owner of the policy file's declarations.
 pub fn file_owner(plane: &Embedded) -> Arc<dyn FileOwner> {
     Arc::new(PolicyFileOwner(Arc::clone(plane)))

@@ -52,6 +52,15 @@ pub async fn in_process_sync(
 }
 
 /// Never called: there is no control plane.
+pub fn spawn_notification_reports(
+    plane: &Embedded,
+    _readiness: Arc<crate::admin::Readiness>,
+    _metrics: Arc<crate::metrics::Metrics>,
+) {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
 pub fn file_owner(plane: &Embedded) -> Arc<dyn FileOwner> {
     match *plane {}
 }
