@@ -683,6 +683,21 @@ async fn webhooks_are_signed_and_retried_and_slack_gets_the_commands() {
 
     let slack =
         wait_for(|| async { hooks.received().into_iter().find(|r| r.uri == "/slack") }).await;
+    // A failing target shows in /readyz (a warning: requests go on) and in the metrics.
+    let admin_url = format!("http://{}", h.proxy.admin_address);
+    let readyz = wait_for(|| async {
+        let report = http_get(&format!("{admin_url}/readyz")).await;
+        report.contains("[!] notifications").then_some(report)
+    })
+    .await;
+    assert!(readyz.contains("notification target \"chat\""), "{readyz}");
+    assert!(readyz.contains("readyz check passed"), "{readyz}");
+    let metrics = http_get(&format!("{admin_url}/metrics")).await;
+    assert!(
+        metrics.contains("infra_proxy_request_notification_failures ")
+            && !metrics.contains("infra_proxy_request_notification_failures 0"),
+        "{metrics}"
+    );
     assert!(slack.header("infra-signature").is_none());
     let payload: Value = serde_json::from_slice(&slack.body).expect("JSON");
     let text = payload.to_string();
