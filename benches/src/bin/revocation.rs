@@ -18,7 +18,12 @@
 //! - **grant**: `DELETE /api/grants/<id>` of each destination's grant, the three calls at once,
 //!   each proxy timed from the start of its own grant's call (403), then the grants again;
 //! - **session**: `POST /api/logout` of her session (one call, all three must answer 401), then
-//!   a new login and new tokens.
+//!   a new login and new tokens;
+//! - **approval** (issue 14, the other way round): `carl@example.com`, who has no grant, has
+//!   asked for `view` on each destination (three access requests, under a request rule that
+//!   names `admin` as reviewer); `POST /api/requests/<id>/approve` of the three at once, each
+//!   proxy timed from the start of its own request's approval until it answers 200 to carl's
+//!   token; then the requests are revoked (not timed) for the next round.
 //!
 //! A sample is the time from the start of the API call until the first answer of that proxy
 //! with the refusal; the proxy is polled (keep-alive, one request at a time) with a 1 ms sleep
@@ -44,6 +49,17 @@ const USER: &str = "suzie@example.com";
 const PASSWORD: &str = "a-long-enough-passphrase";
 const GROUP: &str = "Engineering";
 const MEMBER: &str = "/api/groups/Engineering/members/suzie@example.com";
+const ASKER: &str = "carl@example.com";
+
+/// The request rule carl asks under.
+const POLICY: &str = "requests:
+  - name: bench
+    user: carl@example.com
+    roles: [view]
+    resources: [testing, east, west]
+    maxDuration: 1h
+    reviewers: {user: admin}
+";
 
 /// Revocation latency on three proxies (one in the control plane's process, two proxy-only
 /// proxies syncing over the control API). Markdown on stdout, progress on stderr.
@@ -80,16 +96,18 @@ enum Kind {
     Membership,
     Grant,
     Session,
+    Approval,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Membership, Kind::Grant, Kind::Session];
+    const REVOCATIONS: [Kind; 3] = [Kind::Membership, Kind::Grant, Kind::Session];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Membership => "group membership",
             Kind::Grant => "grant",
             Kind::Session => "session (logout)",
+            Kind::Approval => "access request approved",
         }
     }
 }
@@ -122,6 +140,10 @@ struct Bench {
     admin: String,
     session: String,
     targets: Vec<Target>,
+    /// The same proxies with carl's tokens (the requester).
+    askers: Vec<Target>,
+    /// carl's session.
+    asker: String,
     /// The id of each destination's grant to `Engineering`, in `targets` order.
     grants: Vec<i64>,
     poll: Duration,
@@ -225,7 +247,7 @@ impl Bench {
             postgres,
             ..Options::default()
         };
-        let h = ControlHarness::start_with("grants: []\n", options).await;
+        let h = ControlHarness::start_with(POLICY, options).await;
         let admin = h.admin().await;
 
         // The proxies of the other clusters sign in as a connector, as in the README.
@@ -285,15 +307,23 @@ impl Bench {
         }
         ok(&h, "PUT", MEMBER, &admin, None).await?;
         let session = h.login(USER, PASSWORD).await;
+        let asker = create_user(&h, &admin, ASKER).await?;
         let cas = [&h.ca, &east.ca, &west.ca];
         let urls = [h.proxy_url(), east.url(), west.url()];
         let mut targets = Vec::new();
+        let mut askers = Vec::new();
         for ((name, ca), url) in destinations.into_iter().zip(cas).zip(urls) {
             targets.push(Target {
                 name: name.to_owned(),
-                url,
+                url: url.clone(),
                 client: client_for(ca),
                 token: token_for(&h, &session, name).await?,
+            });
+            askers.push(Target {
+                name: name.to_owned(),
+                url,
+                client: client_for(ca),
+                token: token_for(&h, &asker, name).await?,
             });
         }
         let bench = Self {
@@ -302,6 +332,8 @@ impl Bench {
             admin,
             session,
             targets,
+            askers,
+            asker,
             grants,
             poll: Duration::from_millis(cli.poll_ms),
             timeout,
@@ -369,6 +401,50 @@ impl Bench {
             target.token = token_for(&self.h, &self.session, &target.name).await?;
         }
         self.all_answer(200).await?;
+
+        // (d) Access requests: carl asks for view on each destination (not timed); the three
+        // approvals at once, each timed on its proxy until carl is let in; then revoked.
+        let mut ids = Vec::new();
+        for target in &self.askers {
+            let request = ok(
+                &self.h,
+                "POST",
+                "/api/requests",
+                &self.asker,
+                Some(json!({"resource": target.name, "role": "view", "duration_seconds": 3600, "reason": "bench"})),
+            )
+            .await?;
+            ids.push(request["id"].as_i64().context("a request id")?);
+        }
+        let this: &Self = self;
+        let per_proxy = this.askers.iter().zip(&ids).map(|(target, id)| async move {
+            let start = Instant::now();
+            let path = format!("/api/requests/{id}/approve");
+            let call = async {
+                ok(&this.h, "POST", &path, &this.admin, Some(json!({}))).await?;
+                Ok::<_, anyhow::Error>(start.elapsed())
+            };
+            let (call, latency) = tokio::join!(call, this.answers(target, start, 200, 403));
+            Ok::<_, anyhow::Error>((call?, latency?))
+        });
+        let results = futures_util::future::join_all(per_proxy).await;
+        for (proxy, result) in results.into_iter().enumerate() {
+            let (call, latency) = result?;
+            samples.push(Sample {
+                kind: Kind::Approval,
+                proxy,
+                latency,
+                call,
+            });
+        }
+        for id in ids {
+            let path = format!("/api/requests/{id}/revoke");
+            ok(&self.h, "POST", &path, &self.admin, Some(json!({}))).await?;
+        }
+        for target in &self.askers {
+            let start = Instant::now();
+            self.answers(target, start, 403, 200).await?;
+        }
         Ok(samples)
     }
 
@@ -411,12 +487,24 @@ impl Bench {
 
     /// Polls `target` until it answers `want`; answers the time since `start`.
     async fn refuses(&self, target: &Target, start: Instant, want: u16) -> Result<Duration> {
+        self.answers(target, start, want, 200).await
+    }
+
+    /// Polls `target`, which answers `before`, until it answers `want`; answers the time since
+    /// `start`.
+    async fn answers(
+        &self,
+        target: &Target,
+        start: Instant,
+        want: u16,
+        before: u16,
+    ) -> Result<Duration> {
         loop {
             let status = status_of(&target.client, &target.url, PODS, &target.token).await;
             if status == want {
                 return Ok(start.elapsed());
             }
-            if status != 200 {
+            if status != before {
                 bail!(
                     "{} answered {status} while we waited for {want}",
                     target.name
@@ -600,7 +688,7 @@ fn write_table(out: &mut String, run: &Run<'_>, samples: &[Sample]) -> Result<()
         "| Revoked | Measured | Samples | p50 | p90 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|"
     )?;
     let mut overall = None;
-    let groups: Vec<(&str, Vec<&Sample>)> = Kind::ALL
+    let groups: Vec<(&str, Vec<&Sample>)> = Kind::REVOCATIONS
         .iter()
         .map(|k| (k.name(), samples.iter().filter(|s| s.kind == *k).collect()))
         .chain(std::iter::once(("**all kinds**", samples.iter().collect())))
@@ -662,6 +750,60 @@ fn write_table(out: &mut String, run: &Run<'_>, samples: &[Sample]) -> Result<()
         writeln!(
             out,
             "\nGoal (issue 6): refused on every proxy within 1 s at p99: p99 {} over {} samples: {verdict}.\n",
+            ms(s.p99),
+            s.count
+        )?;
+    }
+    let approvals: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.kind == Kind::Approval)
+        .collect();
+    writeln!(
+        out,
+        "| Approved | Measured | Samples | p50 | p90 | p99 | max |\n|---|---|---:|---:|---:|---:|---:|"
+    )?;
+    let name = Kind::Approval.name();
+    let all = row(
+        out,
+        name,
+        "allowed, all 3 proxies",
+        approvals.iter().map(|s| s.latency).collect(),
+    )?;
+    row(
+        out,
+        name,
+        "allowed, in-process proxy",
+        approvals
+            .iter()
+            .filter(|s| s.proxy == 0)
+            .map(|s| s.latency)
+            .collect(),
+    )?;
+    row(
+        out,
+        name,
+        "allowed, 2 synced proxies",
+        approvals
+            .iter()
+            .filter(|s| s.proxy > 0)
+            .map(|s| s.latency)
+            .collect(),
+    )?;
+    row(
+        out,
+        name,
+        "the approve call itself",
+        approvals.iter().map(|s| s.call).collect(),
+    )?;
+    if let Some(s) = all {
+        let verdict = if s.p99 <= Duration::from_millis(100) {
+            "pass"
+        } else {
+            "**miss**"
+        };
+        writeln!(
+            out,
+            "\nGoal (issue 14): kubectl allowed on every proxy within 100 ms of the approve call at p99: p99 {} over {} samples: {verdict}.\n",
             ms(s.p99),
             s.count
         )?;
