@@ -134,6 +134,14 @@ async fn approved_within_a_second_then_ended(postgres: bool) {
         },
     )
     .await;
+    h.standin
+        .create(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        }))
+        .expect("the pod is created");
     let admin = h.admin().await;
     let keys = people(
         &h,
@@ -150,7 +158,7 @@ async fn approved_within_a_second_then_ended(postgres: bool) {
     let client = client_for(&h.ca);
     assert_eq!(status_of(&client, &h.proxy_url(), PODS, &token).await, 403);
 
-    let (status, request) = ask(&h, carl, "view", &format!("{DESTINATION}.default"), 5).await;
+    let (status, request) = ask(&h, carl, "edit", &format!("{DESTINATION}.default"), 6).await;
     assert_eq!(status, 201, "{request}");
     assert_eq!(request["state"], "pending");
     assert_eq!(request["rule"], "eng");
@@ -189,16 +197,25 @@ async fn approved_within_a_second_then_ended(postgres: bool) {
             .contains(&format!("infra requests revoke {id}"))
     );
 
-    // An open watch closes when the access runs out, and the request is ended.
+    // An open watch and an open exec close when the access runs out, and the request ends.
     let kubectl = h.kubectl_with(carl).await;
     let mut watch = kubectl
         .command(&["get", "pods", "-n", "default", "--watch"])
         .spawn()
         .expect("kubectl get --watch starts");
-    h.standin.wait_for_streams(|s| s.watches >= 1).await;
-    h.standin.wait_for_streams(|s| s.watches == 0).await;
+    let mut command = kubectl.command(&["exec", "-i", "web", "-n", "default", "--", "cat"]);
+    command.stdin(std::process::Stdio::piped());
+    let mut exec = command.spawn().expect("kubectl exec starts");
+    h.standin
+        .wait_for_streams(|s| s.watches >= 1 && s.upgrades >= 1)
+        .await;
+    h.standin
+        .wait_for_streams(|s| s.watches == 0 && s.upgrades == 0)
+        .await;
     let exited = tokio::time::timeout(Duration::from_secs(10), watch.wait()).await;
     assert!(exited.is_ok(), "kubectl's watch ended at expiry");
+    let exited = tokio::time::timeout(Duration::from_secs(10), exec.wait()).await;
+    assert!(exited.is_ok(), "kubectl exec ended at expiry");
     assert_eq!(status_of(&client, &h.proxy_url(), PODS, &token).await, 403);
     let ended = wait_for(|| async {
         let (_, r) = call(&h, "GET", &format!("/api/requests/{id}"), carl, None).await;

@@ -243,8 +243,12 @@ async fn run(cli: &Cli) -> Result<String> {
 
 impl Bench {
     async fn start(postgres: bool, cli: &Cli) -> Result<Self> {
+        // Every round logs in again and trades tokens from one address: the per-address limit
+        // on anonymous and token calls (a defence measured elsewhere) is lifted here.
         let options = Options {
             postgres,
+            client_rate_per_minute: Some(1_000_000),
+            client_burst: Some(1_000_000),
             ..Options::default()
         };
         let h = ControlHarness::start_with(POLICY, options).await;

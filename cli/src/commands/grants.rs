@@ -35,6 +35,7 @@ pub fn grants_table(grants: &[api::Grant]) -> String {
     let users: Vec<&api::Grant> = grants.iter().filter(|g| g.user.is_some()).collect();
     let groups: Vec<&api::Grant> = grants.iter().filter(|g| g.user.is_none()).collect();
     let expiring = grants.iter().any(|g| g.expires_at.is_some());
+    let requested = grants.iter().any(|g| g.request_id.is_some());
     let mut t = Table::default();
     for (label, section) in [("USER", &users), ("GROUP", &groups)] {
         if section.is_empty() {
@@ -48,11 +49,20 @@ pub fn grants_table(grants: &[api::Grant]) -> String {
         if expiring {
             header.push("EXPIRES".into());
         }
+        if requested {
+            header.push("REQUEST".into());
+        }
         t.row(header);
         for g in section {
             let mut row = vec![grant_who(g), g.role.clone(), g.resource.clone()];
             if expiring {
                 row.push(output::time(g.expires_at));
+            }
+            if requested {
+                row.push(
+                    g.request_id
+                        .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                );
             }
             t.row(row);
         }
