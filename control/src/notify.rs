@@ -61,6 +61,7 @@ pub struct Notifications {
     status: Mutex<HashMap<String, Status>>,
     queued: AtomicUsize,
     retry_base: Duration,
+    clock: Arc<dyn infra_authz::clock::Clock>,
 }
 
 impl std::fmt::Debug for Notifications {
@@ -76,14 +77,19 @@ fn to_timestamp(at: SystemTime) -> Option<jiff::Timestamp> {
 }
 
 impl Notifications {
-    /// No targets yet; deliveries go over `http`, retried from `retry_base`.
-    pub fn new(http: reqwest::Client, retry_base: Duration) -> Self {
+    /// No targets yet; deliveries go over `http`, retried from `retry_base`, timed by `clock`.
+    pub fn new(
+        http: reqwest::Client,
+        retry_base: Duration,
+        clock: Arc<dyn infra_authz::clock::Clock>,
+    ) -> Self {
         Self {
             http,
             targets: ArcSwap::from_pointee(Vec::new()),
             status: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
             retry_base,
+            clock,
         }
     }
 
@@ -165,7 +171,7 @@ impl Notifications {
                     s.dropped += 1;
                     s.last_error = Some((
                         "too many deliveries queued; this one was dropped".to_owned(),
-                        SystemTime::now(),
+                        self.clock.now(),
                     ));
                 });
                 continue;
@@ -195,7 +201,7 @@ impl Notifications {
                 Ok(()) => {
                     self.update(&target.name, |s| {
                         s.delivered += 1;
-                        s.last_delivered = Some(SystemTime::now());
+                        s.last_delivered = Some(self.clock.now());
                         if attempt > 1 {
                             s.retrying = s.retrying.saturating_sub(1);
                         }
@@ -207,7 +213,7 @@ impl Notifications {
                     let last = attempt == ATTEMPTS;
                     self.update(&target.name, |s| {
                         s.failed_attempts += 1;
-                        s.last_error = Some((error, SystemTime::now()));
+                        s.last_error = Some((error, self.clock.now()));
                         if attempt == 1 && !last {
                             s.retrying += 1;
                         }
@@ -236,7 +242,9 @@ impl Notifications {
             .header("Infra-Event-Id", event_id)
             .body(body.to_vec());
         if let Some(secret) = &target.secret {
-            let t = SystemTime::now()
+            let t = self
+                .clock
+                .now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();

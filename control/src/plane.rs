@@ -112,6 +112,18 @@ pub struct ClusterReport {
     pub outside_bindings: Vec<String>,
 }
 
+/// What the policy file says of access requests: its rules, on-call sources and notification
+/// targets (held in memory: every replica reads the same file).
+#[derive(Debug, Default)]
+pub struct FileRequestSettings {
+    /// The file's rules.
+    pub rules: Vec<infra_authz::policy::requests::RequestRule>,
+    /// The file's on-call sources.
+    pub on_call: Vec<infra_authz::policy::requests::OnCallSource>,
+    /// The file's notification targets.
+    pub notify: Vec<infra_authz::policy::requests::Notifier>,
+}
+
 /// The control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -137,7 +149,7 @@ pub struct ControlPlane {
     /// Logins in flight at identity providers.
     pub oidc: OidcLogins,
     /// The policy file's request rules, on-call sources and notification targets.
-    pub(crate) request_settings: ArcSwap<crate::requests::FileRequestSettings>,
+    pub(crate) request_settings: ArcSwap<FileRequestSettings>,
     /// Who is on call, cached.
     pub(crate) on_call: crate::oncall::OnCall,
     /// Access requests' notifications.
@@ -161,6 +173,11 @@ impl ControlPlane {
             config.provider_ca_file.as_deref(),
             Duration::from_secs(10),
         )?;
+        let notifications = Arc::new(crate::notify::Notifications::new(
+            outbound.clone(),
+            crate::notify::RETRY_BASE,
+            Arc::clone(&clock),
+        ));
         let plane = Arc::new(Self {
             store,
             shared: tokio::sync::Mutex::new(None),
@@ -175,12 +192,9 @@ impl ControlPlane {
             clock,
             rng: SystemRandom::new(),
             oidc,
-            request_settings: ArcSwap::from_pointee(crate::requests::FileRequestSettings::default()),
-            on_call: crate::oncall::OnCall::new(outbound.clone()),
-            notifications: Arc::new(crate::notify::Notifications::new(
-                outbound,
-                crate::notify::RETRY_BASE,
-            )),
+            request_settings: ArcSwap::from_pointee(FileRequestSettings::default()),
+            on_call: crate::oncall::OnCall::new(outbound),
+            notifications,
         });
         plane.apply_policy_file(policy).await?;
         plane.bootstrap(policy).await?;

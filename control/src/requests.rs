@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use infra_api::{NewRequest, RequestEvent, RequestState, Source, Verdict};
 use infra_authz::policy::requests::{
-    Ask, MAX_APPROVALS, MAX_REQUEST_DURATION, Notifier, OnCallSource, RequestRule, ResourcePattern,
-    covering, subject_is,
+    Ask, MAX_APPROVALS, MAX_REQUEST_DURATION, OnCallSource, RequestRule, ResourcePattern, covering,
+    subject_is,
 };
-use infra_authz::policy::{Policy, Resource, Subject, validate_role_name, validate_subject_name};
+use infra_authz::policy::{Resource, Subject, validate_role_name, validate_subject_name};
 
 use crate::changes::ChangeError;
 use crate::plane::ControlPlane;
@@ -26,17 +26,6 @@ pub const MAX_PENDING_PER_USER: u32 = 10;
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// How often the sweep runs.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// What the policy file says of requests: its rules, on-call sources and notification targets.
-#[derive(Debug, Default)]
-pub struct FileRequestSettings {
-    /// The file's rules.
-    pub rules: Vec<RequestRule>,
-    /// The file's on-call sources.
-    pub on_call: Vec<OnCallSource>,
-    /// The file's notification targets.
-    pub notify: Vec<Notifier>,
-}
 
 type Changed<T = ()> = Result<T, ChangeError>;
 
@@ -196,17 +185,6 @@ fn commands(request: &StoredRequest) -> Vec<String> {
 }
 
 impl ControlPlane {
-    /// Takes the policy file's request rules, on-call sources and notification targets.
-    pub(crate) fn apply_request_settings(&self, policy: &Policy) {
-        self.request_settings.store(Arc::new(FileRequestSettings {
-            rules: policy.requests.clone(),
-            on_call: policy.on_call.clone(),
-            notify: policy.notify.clone(),
-        }));
-        self.on_call.forget();
-        self.notifications.set_targets(policy.notify.clone());
-    }
-
     /// Every request rule: the policy file's, then the API's.
     pub async fn request_rules(&self) -> Result<Vec<(RequestRule, Source)>, StoreError> {
         let settings = self.request_settings.load_full();

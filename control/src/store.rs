@@ -237,6 +237,7 @@ mod notices;
 mod oidc_logins;
 pub mod open;
 mod providers;
+mod request_rules;
 mod requests;
 mod signing_keys;
 mod users;

@@ -567,7 +567,7 @@ notify:
                 "policy.yaml:3:5: grants[0]: unknown key \"rol\" (did you mean \"role\"?); \
                  expected one of: user, group, role, resource",
                 "policy.yaml:5:1: unknown key \"grant\" (did you mean \"grants\"?); \
-                 expected one of: grants, providers, users, groups",
+                 expected one of: grants, providers, users, groups, requests, onCall, notify",
                 "policy.yaml:7:5: providers[0]: missing key \"clientID\"",
                 "policy.yaml:9:5: providers[0]: unknown key \"clientId\" (did you mean \
                  \"clientID\"?); expected one of: name, url, clientID, clientSecret, kind, scopes",

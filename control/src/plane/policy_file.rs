@@ -47,6 +47,18 @@ pub fn grant_key(grant: &Grant) -> String {
 }
 
 impl ControlPlane {
+    /// Takes the policy file's request rules, on-call sources and notification targets.
+    fn apply_request_settings(&self, policy: &Policy) {
+        self.request_settings
+            .store(std::sync::Arc::new(super::FileRequestSettings {
+                rules: policy.requests.clone(),
+                on_call: policy.on_call.clone(),
+                notify: policy.notify.clone(),
+            }));
+        self.on_call.forget();
+        self.notifications.set_targets(policy.notify.clone());
+    }
+
     /// Creates `admin` with `admin` on `infra` on a first start, when the policy file declares
     /// no users. The password comes from the configured file, or is made up and printed once.
     pub(super) async fn bootstrap(&self, policy: &Policy) -> Result<()> {
