@@ -10,8 +10,10 @@
 //! - [`auth`]: logging in (password, access key, OpenID Connect), tokens, the caller.
 //! - [`objects`]: users, groups, grants, access keys, providers, destinations, and the list
 //!   envelope.
+//! - [`audit`]: the audit trail's event schema, ingest batches and query pages.
 //! - [`sync`]: the policy snapshots and heartbeats streamed to proxies.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod objects;

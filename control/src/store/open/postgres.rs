@@ -32,6 +32,10 @@ fn postgres_migrator() -> Migrator {
             "login guards",
             include_str!("../../../migrations/postgres/0004_login_guards.sql"),
         ),
+        (
+            "audit events",
+            include_str!("../../../migrations/postgres/0006_audit_events.sql"),
+        ),
     ])
 }
 

@@ -41,6 +41,10 @@ fn sqlite_migrator() -> Migrator {
             "login guards",
             include_str!("../../../migrations/sqlite/0004_login_guards.sql"),
         ),
+        (
+            "audit events",
+            include_str!("../../../migrations/sqlite/0006_audit_events.sql"),
+        ),
     ])
 }
 
