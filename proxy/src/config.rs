@@ -115,6 +115,21 @@ pub struct ServeArgs {
     #[arg(long, env = "INFRA_AUDIT_FAIL", value_enum, default_value_t = FailMode::Open)]
     pub audit_fail: FailMode,
 
+    /// With a control plane (here or at --control-url) every event also goes to its audit
+    /// trail; while the control plane cannot take them, events wait in this file (mode 0600)
+    /// and are sent when it can again, across restarts.
+    #[arg(
+        long,
+        env = "INFRA_AUDIT_SPOOL",
+        default_value = "infra-audit-spool.ndjson"
+    )]
+    pub audit_spool: PathBuf,
+
+    /// The most bytes the spool file holds; beyond, events are lost (counted, shown in
+    /// /readyz) and with `--audit-fail closed` requests are refused.
+    #[arg(long, env = "INFRA_AUDIT_SPOOL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub audit_spool_bytes: u64,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 

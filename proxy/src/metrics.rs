@@ -60,6 +60,10 @@ pub struct Metrics {
     pub streams_revoked: Counter,
     /// Audit events not recorded: dropped on a full queue, or lost in a failed write.
     pub audit_failures: Counter,
+    /// Audit events the control plane's audit trail took.
+    pub audit_recorded: Counter,
+    /// Audit events put in the spool file while the control plane could not take them.
+    pub audit_spooled: Counter,
 }
 
 impl Default for Metrics {
@@ -171,6 +175,18 @@ impl Metrics {
             "Audit events not recorded: dropped on a full queue, or lost in a failed write",
             audit_failures.clone(),
         );
+        let audit_recorded = Counter::default();
+        registry.register(
+            "audit_recorded",
+            "Audit events the control plane's audit trail took",
+            audit_recorded.clone(),
+        );
+        let audit_spooled = Counter::default();
+        registry.register(
+            "audit_spooled",
+            "Audit events put in the spool file while the control plane could not take them",
+            audit_spooled.clone(),
+        );
         Self {
             registry,
             requests,
@@ -188,6 +204,8 @@ impl Metrics {
             snapshot_age,
             streams_revoked,
             audit_failures,
+            audit_recorded,
+            audit_spooled,
         }
     }
 

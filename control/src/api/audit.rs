@@ -53,9 +53,9 @@ const FILTERS: [&str; 12] = [
 fn filter_of(params: &Params) -> ApiResult<AuditFilter> {
     let text = |key: &str| -> ApiResult<Option<String>> {
         match params.get(key) {
-            Some(value) if value.chars().count() > MAX_FILTER_CHARS => Err(
-                ApiError::bad_request(format!("{key} is longer than {MAX_FILTER_CHARS} characters")),
-            ),
+            Some(value) if value.chars().count() > MAX_FILTER_CHARS => Err(ApiError::bad_request(
+                format!("{key} is longer than {MAX_FILTER_CHARS} characters"),
+            )),
             Some(value) => Ok(Some(value.to_owned())),
             None => Ok(None),
         }

@@ -214,7 +214,10 @@ fn conditions(filter: &AuditFilter, args: &mut Vec<Arg>) -> Vec<String> {
         out.push(format!("groups LIKE ${} ESCAPE '\\'", args.len()));
     }
     if let Some(text) = &filter.text {
-        args.push(Arg::Text(format!("%{}%", like_escape(&text.to_lowercase()))));
+        args.push(Arg::Text(format!(
+            "%{}%",
+            like_escape(&text.to_lowercase())
+        )));
         out.push(format!("LOWER(reason) LIKE ${} ESCAPE '\\'", args.len()));
     }
     if let Some(since) = filter.since_us {

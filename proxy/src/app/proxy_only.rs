@@ -52,6 +52,11 @@ pub async fn in_process_sync(
 }
 
 /// Never called: there is no control plane.
+pub fn audit_forward(plane: &Embedded) -> Arc<dyn crate::audit::Forward> {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
 pub fn file_owner(plane: &Embedded) -> Arc<dyn FileOwner> {
     match *plane {}
 }
