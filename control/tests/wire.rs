@@ -698,7 +698,14 @@ fn audit_events_fit_their_schemas() {
         ],
         true,
     );
-    fits(&doc, "AuditBatch", &[Batch { events: vec![request] }], true);
+    fits(
+        &doc,
+        "AuditBatch",
+        &[Batch {
+            events: vec![request],
+        }],
+        true,
+    );
     fits(
         &doc,
         "AuditIngested",
