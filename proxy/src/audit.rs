@@ -197,8 +197,11 @@ pub struct Audit {
 struct Queue {
     records: Mutex<Vec<Record>>,
     capacity: usize,
-    /// Set when the last sender is gone: the writer writes what is left and stops.
+    /// Set when the last sender is gone or [`Audit::close`] is called: the writer writes what
+    /// is left and stops.
     closed: AtomicBool,
+    /// The writer thread, for [`Audit::close`] to wait for.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Audit {
@@ -332,6 +335,7 @@ impl Audit {
             records: Mutex::new(Vec::with_capacity(capacity.min(4096))),
             capacity,
             closed: AtomicBool::new(false),
+            writer: Mutex::new(None),
         });
         let mut writer = Writer {
             queue: Arc::clone(&queue),
@@ -342,9 +346,10 @@ impl Audit {
             lines: Vec::with_capacity(64 * 1024),
             events: Vec::new(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || writer.run())?;
+        *queue.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(Self {
             queue: Some(queue),
             health,
@@ -368,6 +373,23 @@ impl Audit {
         }
         if !self.health.dropping.swap(true, Ordering::AcqRel) {
             self.health.show();
+        }
+    }
+
+    /// Stops recording at shutdown: the writer writes (or spools) what is queued and stops;
+    /// answers once it has. Requests recorded after this are lost.
+    pub async fn close(&self) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        queue.closed.store(true, Ordering::Release);
+        let thread = queue
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 

@@ -319,6 +319,11 @@ pub struct ControlArgs {
     #[arg(long, env = "INFRA_STALENESS", default_value_t = 900)]
     pub staleness_seconds: u64,
 
+    /// How long the control plane keeps audit events (`90d`, `12h`, `30m`, `45s`); older ones
+    /// are removed every minute, a batch at a time.
+    #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_retention)]
+    pub audit_retention: std::time::Duration,
+
     /// A redirect URI (exact) OIDC logins may use besides loopback ones. Repeatable.
     #[arg(
         long = "oidc-redirect-uri",
@@ -350,6 +355,30 @@ pub struct ControlArgs {
 }
 
 /// A CIDR, or one address (as its /32 or /128).
+/// A retention: a whole number and a unit, `s`, `m`, `h` or `d`.
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (90d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number (90d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: s, m, h or d (90d)")),
+    };
+    number
+        .checked_mul(unit)
+        .filter(|&secs| secs > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a usable retention"))
+}
+
 fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))

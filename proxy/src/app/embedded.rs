@@ -212,6 +212,9 @@ async fn start_control(
     config.trusted_proxies.clone_from(&control.trusted_proxies);
     config.anonymous_per_minute = control.client_rate_per_minute;
     config.anonymous_burst = control.client_burst;
+    if !control.audit_retention.is_zero() {
+        config.audit_retention = control.audit_retention;
+    }
     let plane = ControlPlane::start(store, config, policy, clock).await?;
     plane.spawn_rotation(Duration::from_mins(1));
     Ok(plane)
