@@ -185,12 +185,12 @@ async fn requests_on_two_proxies_with_their_grant(postgres: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_requests_on_two_proxies_appear_with_their_grant() {
-    requests_on_two_proxies_with_their_grant(false).await;
+    Box::pin(requests_on_two_proxies_with_their_grant(false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_requests_on_two_proxies_appear_with_their_grant() {
-    requests_on_two_proxies_with_their_grant(true).await;
+    Box::pin(requests_on_two_proxies_with_their_grant(true)).await;
 }
 
 async fn east_events(admin: &Person) -> Vec<Event> {
@@ -266,7 +266,7 @@ async fn spooled_while_the_control_plane_is_away(postgres: bool) {
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.audit_id.clone()).collect();
     assert_eq!(ids.len(), events.len());
     wait_for(|| async {
-        let left = std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0);
+        let left = std::fs::metadata(&spool).map_or(0, |m| m.len());
         (left == 0).then_some(())
     })
     .await;
@@ -274,12 +274,12 @@ async fn spooled_while_the_control_plane_is_away(postgres: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_proxy_spools_while_the_control_plane_is_down_and_delivers_once() {
-    spooled_while_the_control_plane_is_away(false).await;
+    Box::pin(spooled_while_the_control_plane_is_away(false)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_proxy_spools_while_the_control_plane_is_down_and_delivers_once() {
-    spooled_while_the_control_plane_is_away(true).await;
+    Box::pin(spooled_while_the_control_plane_is_away(true)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

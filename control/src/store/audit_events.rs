@@ -123,7 +123,7 @@ impl EventRow {
 
 /// Microseconds since the epoch.
 pub(super) fn micros(time: jiff::Timestamp) -> i64 {
-    i64::try_from(time.as_microsecond()).unwrap_or(i64::MAX)
+    time.as_microsecond()
 }
 
 /// The event of a control-plane action by `actor` at `at` (seconds since the epoch): `action`

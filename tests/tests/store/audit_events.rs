@@ -13,7 +13,7 @@ use crate::{Raw, T0};
 
 const SECOND_US: i64 = 1_000_000;
 
-fn request(id: usize, user: &str, destination: &str, at_us: i64, allowed: bool) -> Event {
+fn request(id: i64, user: &str, destination: &str, at_us: i64, allowed: bool) -> Event {
     Event {
         schema: SCHEMA_VERSION,
         id: format!("{destination}-{id}"),
@@ -22,7 +22,14 @@ fn request(id: usize, user: &str, destination: &str, at_us: i64, allowed: bool) 
         user: Some(user.to_owned()),
         groups: vec!["eng".to_owned(), format!("team-{}", id % 2)],
         destination: Some(destination.to_owned()),
-        verb: Some(if id % 3 == 0 { "delete" } else { "get" }.to_owned()),
+        verb: Some(
+            if id.rem_euclid(3) == 0 {
+                "delete"
+            } else {
+                "get"
+            }
+            .to_owned(),
+        ),
         resource: Some("pods".to_owned()),
         namespace: Some("web".to_owned()),
         name: Some(format!("pod-{id}")),
@@ -46,11 +53,11 @@ pub(crate) async fn audit_events(store: &Store, clock: &ManualClock) {
     let t0 = i64::try_from(T0).expect("T0") * SECOND_US;
     // 60 events: suzie and joe alternate, on prod (even) and dev (odd), a second apart; every
     // fifth is denied.
-    let batch: Vec<Event> = (0..60)
+    let batch: Vec<Event> = (0..60_i64)
         .map(|i| {
             let user = if i % 2 == 0 { "suzie" } else { "joe" };
             let destination = if i % 4 < 2 { "prod" } else { "dev" };
-            request(i, user, destination, t0 + i as i64 * SECOND_US, i % 5 != 0)
+            request(i, user, destination, t0 + i * SECOND_US, i % 5 != 0)
         })
         .collect();
     let first = store.record_audit_events(&batch).await.expect("record");
