@@ -175,12 +175,6 @@ pub struct Event {
     /// The SHA-256 of a policy file (hex), for reloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
-    /// The changed object before the change, where the store has it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<serde_json::Value>,
-    /// The changed object after the change, where the store has it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<serde_json::Value>,
 }
 
 /// `POST /api/audit/events`: a proxy's batch of request events.

@@ -681,8 +681,6 @@ fn audit_events_fit_their_schemas() {
         target: Some("policy file \"infra.yaml\"".into()),
         detail: Some("more".into()),
         hash: Some("ab".repeat(32)),
-        before: Some(serde_json::json!({"role": "view"})),
-        after: Some(serde_json::json!({"role": "edit"})),
         ..Event::default()
     };
     fits(&doc, "AuditEvent", &[request.clone(), change.clone()], true);
