@@ -16,9 +16,9 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use infra_api::audit::{Event, Kind, SCHEMA_VERSION};
 use infra_authz::policy::Secret;
+use infra_control::Store;
 use infra_control::crypto::RootKeySource;
 use infra_control::store::{AuditFilter, StoreConfig};
-use infra_control::Store;
 
 /// The audit trail's store: ingest rate and query time.
 #[derive(Debug, Parser)]
@@ -44,8 +44,10 @@ fn event(i: usize) -> Event {
     Event {
         schema: SCHEMA_VERSION,
         id: format!("bench-{i:012}"),
-        time: jiff::Timestamp::from_microsecond(T0_US + (i64i * 2_591_000) % (SPREAD_DAYS * DAY_US))
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        time: jiff::Timestamp::from_microsecond(
+            T0_US + (i64i * 2_591_000) % (SPREAD_DAYS * DAY_US),
+        )
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         kind: Kind::Request,
         user: Some(user.clone()),
         groups: vec!["engineering".into(), format!("team-{}", i % 37)],
@@ -58,7 +60,10 @@ fn event(i: usize) -> Event {
         resource: Some("pods".into()),
         namespace: Some(format!("ns-{}", i % 50)),
         decision: Some("allow".into()),
-        grant: Some(format!("view to user {user:?} on cluster-{}", i % DESTINATIONS)),
+        grant: Some(format!(
+            "view to user {user:?} on cluster-{}",
+            i % DESTINATIONS
+        )),
         code: Some(200),
         latency_us: Some(1800),
         source_ip: Some("10.1.2.3".into()),
@@ -67,6 +72,7 @@ fn event(i: usize) -> Event {
     }
 }
 
+#[allow(clippy::print_stdout, reason = "the results are this command's output")]
 async fn measure(name: &str, store: &Store, fill: usize) -> Result<()> {
     // Ingest.
     let started = Instant::now();
@@ -82,7 +88,7 @@ async fn measure(name: &str, store: &Store, fill: usize) -> Result<()> {
             eprintln!("{name}: {start} events stored");
         }
     }
-    let storing = started.elapsed() - built;
+    let storing = started.elapsed().saturating_sub(built);
     #[allow(clippy::cast_precision_loss, reason = "event counts far below 2^52")]
     let rate = fill as f64 / storing.as_secs_f64();
     println!("| {name} | ingest | {fill} events in batches of 1000 | {rate:.0} events/s |");
