@@ -231,10 +231,10 @@ pub fn report(
                     && d.concurrency == cell.concurrency
             });
             let ratio = direct.map_or(f64::NAN, |d| cell.rate() / d.rate());
-            let proxy_cpu = if cell.via != Via::Direct {
-                format!("{:.1}", cell.per_request_us(cell.cpu.proxy))
-            } else {
+            let proxy_cpu = if cell.via == Via::Direct {
                 "–".to_owned()
+            } else {
+                format!("{:.1}", cell.per_request_us(cell.cpu.proxy))
             };
             let rerun = if cell.reruns > 0 {
                 format!(" (best of {})", cell.reruns + 1)
