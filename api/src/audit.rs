@@ -203,6 +203,193 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
+/// An event in the Kubernetes audit format (`audit.k8s.io/v1` `Event`, level `Metadata`), as the
+/// apiserver writes to its audit log, so tools that read those read Infra's request events.
+/// Built by [`Event::to_kubernetes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesEvent {
+    /// `Event`.
+    pub kind: String,
+    /// `audit.k8s.io/v1`.
+    pub api_version: String,
+    /// `Metadata`: no request or response bodies.
+    pub level: String,
+    /// The audit id (the same the apiserver got).
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    /// `ResponseComplete`, or `ResponseStarted` for a long-running request.
+    pub stage: String,
+    /// The request path.
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    /// The Kubernetes verb (lower case).
+    pub verb: String,
+    /// Who asked.
+    pub user: KubernetesUser,
+    /// Whom they impersonated (`kubectl --as`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<KubernetesUser>,
+    /// The client address.
+    #[serde(rename = "sourceIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<String>,
+    /// The client's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// What the request was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<KubernetesObjectRef>,
+    /// The answer's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<KubernetesStatus>,
+    /// When the request arrived (RFC 3339, microseconds).
+    pub request_received_timestamp: String,
+    /// When this stage was reached.
+    pub stage_timestamp: String,
+    /// `authorization.k8s.io/decision` (`allow`, `forbid`) and `authorization.k8s.io/reason`,
+    /// as the apiserver writes them, and `infra.dev/destination`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// `authentication.k8s.io/v1` `UserInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesUser {
+    /// The user name.
+    pub username: String,
+    /// The groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// `audit.k8s.io/v1` `ObjectReference`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesObjectRef {
+    /// The resource.
+    pub resource: String,
+    /// The namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The API group (absent for the core group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    /// The subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
+}
+
+/// `meta/v1` `Status`, as much as an audit event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesStatus {
+    /// Always empty.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The HTTP status.
+    pub code: u16,
+}
+
+impl Event {
+    /// This request event in the Kubernetes audit format; `None` for control-plane events,
+    /// which have no Kubernetes equivalent.
+    pub fn to_kubernetes(&self) -> Option<KubernetesEvent> {
+        if self.kind != Kind::Request {
+            return None;
+        }
+        let time = self.time.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let long_running = self.verb.as_deref() == Some("watch")
+            || matches!(
+                self.subresource.as_deref(),
+                Some("exec" | "attach" | "portforward" | "log" | "proxy")
+            );
+        let impersonated_user = self
+            .impersonated_user
+            .as_ref()
+            .filter(|u| Some(*u) != self.user.as_ref())
+            .map(|u| KubernetesUser {
+                username: u.clone(),
+                groups: self.impersonated_groups.clone(),
+            });
+        let mut annotations = std::collections::BTreeMap::new();
+        match self.decision.as_deref() {
+            Some("allow") => {
+                annotations.insert(
+                    "authorization.k8s.io/decision".to_owned(),
+                    "allow".to_owned(),
+                );
+                if let Some(grant) = &self.grant {
+                    annotations.insert(
+                        "authorization.k8s.io/reason".to_owned(),
+                        format!("infra: allowed by the grant of {grant}"),
+                    );
+                }
+            }
+            Some("deny") => {
+                annotations.insert(
+                    "authorization.k8s.io/decision".to_owned(),
+                    "forbid".to_owned(),
+                );
+                if let Some(reason) = &self.reason {
+                    annotations.insert("authorization.k8s.io/reason".to_owned(), reason.clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(destination) = &self.destination {
+            annotations.insert("infra.dev/destination".to_owned(), destination.clone());
+        }
+        Some(KubernetesEvent {
+            kind: "Event".to_owned(),
+            api_version: "audit.k8s.io/v1".to_owned(),
+            level: "Metadata".to_owned(),
+            audit_id: self.audit_id.clone().unwrap_or_else(|| self.id.clone()),
+            stage: if long_running {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            }
+            .to_owned(),
+            request_uri: self.path.clone().unwrap_or_default(),
+            verb: self.verb.clone().unwrap_or_default(),
+            user: KubernetesUser {
+                username: self
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| "system:anonymous".to_owned()),
+                groups: self.groups.clone(),
+            },
+            impersonated_user,
+            source_ips: self.source_ip.clone().into_iter().collect(),
+            user_agent: self.user_agent.clone(),
+            object_ref: self.resource.as_ref().map(|resource| KubernetesObjectRef {
+                resource: resource.clone(),
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                api_group: self.api_group.clone().filter(|g| !g.is_empty()),
+                subresource: self.subresource.clone(),
+            }),
+            response_status: self.code.map(|code| KubernetesStatus {
+                metadata: std::collections::BTreeMap::new(),
+                code,
+            }),
+            request_received_timestamp: time.clone(),
+            stage_timestamp: self
+                .latency_us
+                .and_then(|us| {
+                    self.time
+                        .checked_add(jiff::SignedDuration::from_micros(i64::try_from(us).ok()?))
+                        .ok()
+                })
+                .unwrap_or(self.time)
+                .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string(),
+            annotations,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

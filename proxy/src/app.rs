@@ -231,6 +231,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
             recorded: metrics.audit_recorded.clone(),
             spooled: metrics.audit_spooled.clone(),
             readiness: Some(Arc::clone(&readiness)),
+            format: args.audit_format,
         },
     )
     .context("opening the audit log")?;

@@ -150,6 +150,18 @@ pub enum Sink {
     Off,
 }
 
+/// How audit lines are written to `--audit-log` (`--audit-format`); the control plane's trail
+/// always takes Infra's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Infra's event schema (`docs/audit.md`).
+    #[default]
+    Infra,
+    /// The Kubernetes audit format (`audit.k8s.io/v1` `Event`, level `Metadata`), as the
+    /// apiserver's audit log, for tools that read those.
+    Kubernetes,
+}
+
 /// What the proxy does while it cannot record requests (`--audit-fail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum FailMode {
@@ -174,6 +186,8 @@ pub struct Reporting {
     pub spooled: Counter,
     /// Where the failure is shown (`[!] audit: ...` in `/readyz`).
     pub readiness: Option<Arc<Readiness>>,
+    /// How lines are written to the log.
+    pub format: Format,
 }
 
 /// Where events go besides the local log: the control plane's audit trail, through a spool.
@@ -344,6 +358,7 @@ impl Audit {
             out,
             trail,
             lines: Vec::with_capacity(64 * 1024),
+            sink_lines: Vec::new(),
             events: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -419,6 +434,8 @@ struct Writer {
     trail: Option<Trail>,
     /// The JSON lines of the batch, reused.
     lines: Vec<u8>,
+    /// The lines for the log when they are in another format, reused.
+    sink_lines: Vec<u8>,
     /// The events of the batch (for the store in this process), reused.
     events: Vec<Event>,
 }
@@ -457,11 +474,19 @@ impl Writer {
 
     fn write(&mut self, batch: &[Record]) {
         self.lines.clear();
+        self.sink_lines.clear();
         self.events.clear();
+        let kubernetes = self.health.reporting.format == Format::Kubernetes && self.out.is_some();
         for record in batch {
             let event = record.event(&self.destination);
             if serde_json::to_writer(&mut self.lines, &event).is_ok() {
                 self.lines.push(b'\n');
+            }
+            if kubernetes
+                && let Some(k8s) = event.to_kubernetes()
+                && serde_json::to_writer(&mut self.sink_lines, &k8s).is_ok()
+            {
+                self.sink_lines.push(b'\n');
             }
             if self.trail.is_some() {
                 self.events.push(event);
@@ -469,7 +494,12 @@ impl Writer {
         }
         let count = batch.len() as u64;
         if let Some(out) = &mut self.out {
-            match out.write_all(&self.lines).and_then(|()| out.flush()) {
+            let lines = if kubernetes {
+                &self.sink_lines
+            } else {
+                &self.lines
+            };
+            match out.write_all(lines).and_then(|()| out.flush()) {
                 Ok(()) => {
                     if self.health.write_failing.load(Ordering::Relaxed) {
                         tracing::info!("the audit log is written again");

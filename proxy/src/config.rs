@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
-use crate::audit::FailMode;
+use crate::audit::{FailMode, Format as AuditFormat};
 use crate::reconcile::ReconcileMode;
 use crate::server::Limits;
 
@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// /readyz.
     #[arg(long, env = "INFRA_AUDIT_FAIL", value_enum, default_value_t = FailMode::Open)]
     pub audit_fail: FailMode,
+
+    /// The format of --audit-log's lines: `infra` (Infra's event schema, docs/audit.md) or
+    /// `kubernetes` (the apiserver's `audit.k8s.io/v1` Event, for tools that read its log).
+    #[arg(long, env = "INFRA_AUDIT_FORMAT", value_enum, default_value_t = AuditFormat::Infra)]
+    pub audit_format: AuditFormat,
 
     /// With a control plane (here or at --control-url) every event also goes to its audit
     /// trail; while the control plane cannot take them, events wait in this file (mode 0600)

@@ -99,6 +99,7 @@ impl Harness {
             control: ControlArgs::default(),
             audit_log: dir.path().join("audit.log").display().to_string(),
             audit_fail: FailMode::Open,
+            audit_format: infra_proxy::audit::Format::Infra,
             audit_spool: dir.path().join("audit-spool.ndjson"),
             audit_spool_bytes: 64 * 1024 * 1024,
             limits: LimitArgs::default(),
