@@ -81,7 +81,7 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
-        let arrived = std::time::SystemTime::now();
+        let arrived = self.clock.now();
         let audit_id = AuditId::next();
         // Only the audit event needs these after the request is forwarded.
         let audited = self.audit.enabled().then(|| {
