@@ -12,8 +12,10 @@
 //!   envelope.
 //! - [`requests`]: access requests, their rules, and what notification targets receive.
 //! - [`duration`]: the text form of durations the CLI and the policy file share (`2h30m`).
+//! - [`audit`]: the audit trail's event schema, ingest batches and query pages.
 //! - [`sync`]: the policy snapshots and heartbeats streamed to proxies.
 
+pub mod audit;
 pub mod auth;
 pub mod duration;
 pub mod error;

@@ -24,8 +24,8 @@ pub const CONTROL_RESOURCE: &str = "infra";
 
 /// Roles that mean something on the [`CONTROL_RESOURCE`]: `admin` changes anything, `view` reads
 /// everything, `connector` lets a proxy of another cluster register its destination and receive
-/// the policy of it.
-pub const CONTROL_ROLES: [&str; 3] = ["admin", "view", "connector"];
+/// the policy of it, `auditor` reads the audit trail (and nothing else).
+pub const CONTROL_ROLES: [&str; 4] = ["admin", "view", "connector", "auditor"];
 
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -462,6 +462,60 @@ impl Client {
         self.get("/api/why", query).await
     }
 
+    /// A page of the audit trail, newest first.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<infra_api::audit::EventPage> {
+        self.get("/api/audit", query).await
+    }
+
+    /// Follows the audit trail: calls `each` with every event as it arrives, until the server
+    /// ends the stream.
+    pub async fn follow_audit(
+        &self,
+        query: &[(&str, String)],
+        mut each: impl FnMut(infra_api::audit::Event) -> Result<()>,
+    ) -> Result<()> {
+        let url = format!("{}/api/audit/stream", self.base);
+        let mut request = self
+            .http
+            .get(&url)
+            .query(query)
+            // The stream lives up to an hour; the server says when it ends.
+            .timeout(Duration::from_hours(2));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let what = format!("GET {url}");
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| anyhow!(TransportError(e)))
+            .with_context(|| what.clone())?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(anyhow::Error::new(parse_error(status, &bytes)).context(what));
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow!(TransportError(e)))
+            .with_context(|| what.clone())?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if line.len() <= 1 {
+                    continue; // a keep-alive
+                }
+                let event = serde_json::from_slice(&line)
+                    .with_context(|| format!("{what}: a line that is not an audit event"))?;
+                each(event)?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn destinations(&self) -> Result<Vec<Destination>> {
         self.list("/api/destinations", &[]).await
     }

@@ -64,6 +64,10 @@ pub enum Command {
     /// Explain a decision: may USER do VERB on RESOURCE, and which grant and role rule decide it
     /// (`infra why suzie delete pods web-1 -n web`). Needs role view on infra.
     Why(WhyArgs),
+    /// Search and follow the audit trail: who did what, where, when, and which grant allowed
+    /// it (`infra audit --user suzie --since 1h --denied`). Needs role auditor, view or admin
+    /// on infra.
+    Audit(AuditArgs),
     /// Show the client's and the server's version.
     Version(VersionArgs),
     /// Print a shell completion script: `infra completion bash > /etc/bash_completion.d/infra`.
@@ -168,6 +172,54 @@ pub struct WhyArgs {
     /// The destination (needed when several are registered).
     #[arg(short, long)]
     pub destination: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this user's events (or the control-plane actor's).
+    #[arg(long, env = "INFRA_AUDIT_USER")]
+    pub user: Option<String>,
+    /// Only events of members of this group.
+    #[arg(long, env = "INFRA_AUDIT_GROUP")]
+    pub group: Option<String>,
+    /// Only this destination's events.
+    #[arg(short, long, env = "INFRA_AUDIT_DESTINATION")]
+    pub destination: Option<String>,
+    /// Only this namespace.
+    #[arg(short, long, env = "INFRA_AUDIT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this verb (get, list, delete, ...) or control-plane action (grant.create, ...).
+    #[arg(long, env = "INFRA_AUDIT_VERB")]
+    pub verb: Option<String>,
+    /// Only this resource (pods, secrets, ...).
+    #[arg(long, env = "INFRA_AUDIT_RESOURCE")]
+    pub resource: Option<String>,
+    /// Only this object name (or control-plane target).
+    #[arg(long, env = "INFRA_AUDIT_NAME")]
+    pub name: Option<String>,
+    /// Only denied requests (decision deny).
+    #[arg(long, env = "INFRA_AUDIT_DENIED")]
+    pub denied: bool,
+    /// Only events of this kind: request, login, token, session, change, policy.
+    #[arg(long, env = "INFRA_AUDIT_KIND")]
+    pub kind: Option<String>,
+    /// Only events whose reason, grant or detail contains this text (any case).
+    #[arg(short = 'q', long, env = "INFRA_AUDIT_GREP")]
+    pub grep: Option<String>,
+    /// From this long ago (`30m`, `1h`, `7d`) or this time (RFC 3339).
+    #[arg(long, env = "INFRA_AUDIT_SINCE")]
+    pub since: Option<String>,
+    /// Up to this long ago (`30m`) or this time (RFC 3339).
+    #[arg(long, env = "INFRA_AUDIT_UNTIL")]
+    pub until: Option<String>,
+    /// At most this many events (the newest), printed oldest first.
+    #[arg(long, default_value_t = 100, env = "INFRA_AUDIT_LIMIT")]
+    pub limit: usize,
+    /// Keep printing new events as they arrive (Ctrl-C to stop).
+    #[arg(short, long, env = "INFRA_AUDIT_FOLLOW")]
+    pub follow: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

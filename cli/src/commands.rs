@@ -15,6 +15,7 @@ use crate::kubeconfig;
 use crate::state::{Config, Home, Server, display_server};
 use crate::ui::{self, Prompter};
 
+mod audit;
 mod completion;
 mod destinations;
 mod grants;
@@ -81,6 +82,7 @@ async fn run_async(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Requests(c) => requests::run(ctx, c).await,
         Command::Whoami(args) => whoami::run(ctx, args.output.output).await,
         Command::Why(args) => why::run(ctx, &args).await,
+        Command::Audit(args) => audit::run(ctx, &args).await,
         Command::Version(args) => version::run(ctx, args.output.output).await,
         Command::Completion(_) | Command::Tokens(_) => unreachable!("handled without a runtime"),
     }

@@ -15,6 +15,7 @@ use axum::routing::{get, post, put};
 
 use crate::plane::ControlPlane;
 
+mod audit;
 mod caller;
 mod client;
 mod destinations;
@@ -94,6 +95,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/destinations/{name}"),
     ("delete", "/api/destinations/{name}"),
     ("get", "/api/sync/{destination}"),
+    ("get", "/api/audit"),
+    ("get", "/api/audit/stream"),
+    ("post", "/api/audit/events"),
 ];
 
 /// A destination whose proxy was heard from within this long counts as connected.
@@ -191,6 +195,14 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             put(destinations::put).delete(destinations::delete),
         )
         .route("/api/sync/{destination}", get(sync::stream))
+        .route("/api/audit", get(audit::list))
+        .route("/api/audit/stream", get(audit::stream))
+        .route(
+            "/api/audit/events",
+            post(audit::ingest).layer(axum::extract::DefaultBodyLimit::max(
+                audit::INGEST_MAX_BYTES,
+            )),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::Extension(throttle))

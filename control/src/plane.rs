@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::Store;
 use super::oidc::OidcLogins;
 
+mod audit;
 mod policy_file;
 mod replicas;
 mod signing;
@@ -68,6 +69,8 @@ pub struct ControlConfig {
     pub anonymous_per_minute: u32,
     /// The burst of those allowed at once.
     pub anonymous_burst: u32,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
 }
 
 impl ControlConfig {
@@ -86,6 +89,7 @@ impl ControlConfig {
             trusted_proxies: Vec::new(),
             anonymous_per_minute: 20,
             anonymous_burst: 40,
+            audit_retention: Duration::from_hours(24 * 90),
         }
     }
 }

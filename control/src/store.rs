@@ -23,8 +23,9 @@
 //!
 //! One file per aggregate, each with its own `impl Store` block and its row types: `users`,
 //! `lockout` (password logins and failed-login counting), `groups`, `grants`, `access_keys`,
-//! `providers`, `idp_sessions`, `destinations`, `signing_keys`, `audit`, `managed`,
-//! `oidc_logins`, `requests` (access requests, their reviews and rules) and `notices` (changes announced to the other replicas). This file keeps the
+//! `providers`, `idp_sessions`, `destinations`, `signing_keys`, `audit` and `audit_events` (the
+//! audit trail), `managed`, `oidc_logins`, `requests` and `request_rules` (access requests, their
+//! reviews and rules) and `notices` (changes announced to the other replicas). This file keeps the
 //! handle, the error, and what they all share: the `with_db!` dispatch, the `write_tx!` write
 //! skeleton, and typed column access.
 
@@ -156,6 +157,27 @@ macro_rules! with_db {
     };
 }
 
+/// Binds an [`EventRow`]'s columns to `$query`, in the order of [`INSERT_COLUMNS`].
+macro_rules! bind_event_row {
+    ($query:expr, $row:expr) => {{
+        let row = $row;
+        $query
+            .bind(row.event_id)
+            .bind(row.at_us)
+            .bind(row.kind)
+            .bind(row.user_name)
+            .bind(row.groups)
+            .bind(row.destination)
+            .bind(row.verb)
+            .bind(row.resource)
+            .bind(row.namespace)
+            .bind(row.name)
+            .bind(row.decision)
+            .bind(row.reason)
+            .bind(row.body)
+    }};
+}
+
 /// The write skeleton, written once: begins a write transaction on the store's database (see
 /// `with_db!`), binds it to `$tx` for `$body`, and commits when `$body` is done, answering
 /// `Ok` with what `$body` gave.
@@ -163,7 +185,7 @@ macro_rules! with_db {
 /// - `write_tx!(store, |tx| body)`: `body` evaluates to the answer. For upkeep that is not a
 ///   control action, so is not audited.
 /// - `write_tx!(store, at, actor, |tx| body)`: `body` evaluates to `(answer, entry)`, `entry`
-///   being an [`Entry`] or an `Option<Entry>`; the entry is appended to the audit log, by
+///   being an [`Entry`] or an `Option<Entry>`; the entry is appended to the audit trail, by
 ///   `actor` at `at` (seconds), in the same transaction, just before the commit.
 ///
 /// `body` may leave early with `return` (an error, or an answer with nothing to keep): the
@@ -182,18 +204,18 @@ macro_rules! write_tx {
             let mut $tx = pool.begin_with(begin).await.op("begin a transaction")?;
             let (answer, entry) = $body;
             if let Some(entry) = Option::<$crate::store::Entry>::from(entry) {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, actor, action, target, detail) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind($at)
-                .bind($actor.to_owned())
-                .bind(entry.action)
-                .bind(entry.target)
-                .bind(entry.detail)
-                .execute(&mut *$tx)
-                .await
-                .op("append to the audit log")?;
+                let event = $crate::store::audit_events::control_event(
+                    $at,
+                    &$actor,
+                    entry.action,
+                    &entry.target,
+                    &entry.detail,
+                );
+                let row = $crate::store::audit_events::EventRow::of(&event)?;
+                bind_event_row!(sqlx::query($crate::store::audit_events::INSERT_ONE), row)
+                    .execute(&mut *$tx)
+                    .await
+                    .op("append to the audit trail")?;
             }
             $tx.commit().await.op("commit")?;
             Ok(answer)
@@ -226,6 +248,7 @@ macro_rules! revision_conflict {
 // The aggregates come after the macros above, which they use.
 mod access_keys;
 mod audit;
+mod audit_events;
 mod destinations;
 mod grants;
 mod groups;
@@ -244,6 +267,7 @@ mod users;
 
 pub use access_keys::{AccessKey, KeyError, KeyKind, NewAccessKey};
 pub use audit::AuditEvent;
+pub use audit_events::{AuditCursor, AuditFilter, control_event};
 pub use destinations::{Destination, NewDestination};
 pub use grants::{Purged, StoredGrant};
 pub use groups::Group;

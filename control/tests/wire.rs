@@ -19,6 +19,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+#[path = "wire/audit.rs"]
+mod audit;
 #[path = "wire/requests.rs"]
 mod requests;
 

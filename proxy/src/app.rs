@@ -197,13 +197,41 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
         Arc::clone(&metrics),
     )
     .await?;
+    let forward: Option<Arc<dyn crate::audit::Forward>> = match (&control, &remote) {
+        (Some(plane), _) => Some(embedded::audit_forward(plane)),
+        (None, Some(remote)) => Some(Arc::new(
+            crate::audit::forward::Remote::new(
+                &remote.control_url,
+                remote.access_key.clone(),
+                remote.ca_pem.as_deref(),
+                tokio::runtime::Handle::current(),
+            )
+            .context("building the audit sender")?,
+        )),
+        (None, None) => None,
+    };
+    let trail = match forward {
+        Some(forward) => Some(crate::audit::Trail {
+            forward,
+            spool: crate::audit::spool::Spool::open(&args.audit_spool, args.audit_spool_bytes)
+                .with_context(|| {
+                    format!("opening the audit spool {}", args.audit_spool.display())
+                })?,
+        }),
+        None => None,
+    };
     let audit = Audit::start(
         audit_sink,
+        trail,
+        &args.destination,
         65_536,
         Reporting {
             mode: args.audit_fail,
             failures: metrics.audit_failures.clone(),
+            recorded: metrics.audit_recorded.clone(),
+            spooled: metrics.audit_spooled.clone(),
             readiness: Some(Arc::clone(&readiness)),
+            format: args.audit_format,
         },
     )
     .context("opening the audit log")?;

@@ -1,80 +1,142 @@
-//! The audit log: one JSON line per request, written off the request path.
+//! The audit log: one event per request (the schema of [`infra_api::audit`]), recorded off the
+//! request path.
 //!
-//! Requests hand their event to a bounded queue; a thread of its own writes the queue out in
-//! batches. When it cannot (a failed write, a full queue) the failure is counted
-//! (`infra_proxy_audit_failures_total`), shown in `/readyz`, and with `--audit-fail closed`
-//! requests are refused until the log can be written again.
+//! A request hands over what it learned (a [`Record`]: the values it already owns, moved, no
+//! text built) by pushing it onto a bounded list under a lock; nothing wakes the writer. A
+//! thread of its own takes the whole list every few milliseconds (swapping in the buffer it
+//! emptied last time, so neither side allocates in the steady state), turns the records into
+//! events, and writes them out in one go: as JSON lines to the file or standard output
+//! (`--audit-log`), and to the control plane's audit trail when there is one ([`forward`]):
+//! directly into the store for the proxy in the control plane's process, in batched POSTs for a
+//! proxy of another cluster, through a bounded spool file while the control plane cannot be
+//! reached ([`spool`]).
+//!
+//! When an event cannot be recorded (a failed write, a full queue, a full spool) the failure is
+//! counted (`infra_proxy_audit_failures_total`), shown in `/readyz`, and with
+//! `--audit-fail closed` requests are refused until events can be recorded again.
 
 use std::cell::Cell;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
+use http::{HeaderValue, Method};
+use infra_api::audit::{Event, Kind, SCHEMA_VERSION};
+use infra_authz::attributes::Attributes;
+use infra_authz::decision::{Decision, Identity};
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::admin::Readiness;
 
-/// One audit event.
-#[derive(Debug, Default, Serialize)]
-pub struct Event {
-    /// RFC 3339 time the request arrived.
-    pub time: String,
-    /// The audit id, shared with the apiserver.
-    pub audit_id: String,
-    /// The authenticated user, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Its groups.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    /// The identity the request acts as: the one sent upstream in `Impersonate-User` when the
-    /// request was forwarded (the user itself, or whom it impersonates), and, when the client
-    /// impersonates (`kubectl --as`), the impersonated user once the user may impersonate it,
-    /// forwarded or not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub impersonated_user: Option<String>,
-    /// The impersonated identity's groups, when the client impersonates (those the apiserver
-    /// gives it, `system:authenticated` included).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub impersonated_groups: Vec<String>,
+pub mod forward;
+pub mod spool;
+
+pub use forward::Forward;
+
+/// How often the writer takes what the requests queued.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+/// What a request learned, for its audit event: values the request owned anyway, moved here.
+/// The writer thread builds the [`Event`] from it.
+#[derive(Debug)]
+pub struct Record {
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// Its audit id (also the event's id).
+    pub audit_id: AuditId,
     /// The client address.
-    pub source_ip: String,
-    /// This proxy's destination.
-    pub destination: String,
-    /// The HTTP method.
-    pub method: String,
-    /// The request path.
+    pub peer: SocketAddr,
+    /// The method.
+    pub method: Method,
+    /// The path.
     pub path: String,
-    /// The authorization verb.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verb: Option<String>,
-    /// API group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_group: Option<String>,
-    /// Resource.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    /// Subresource.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subresource: Option<String>,
-    /// Namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Object name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `allow`, `deny`, or `none` when no decision was reached.
-    pub decision: &'static str,
-    /// Why: the grant that allowed, or the refusal.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The status code sent to the client.
+    /// The client's `User-Agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// Who asked.
+    pub identity: Option<Identity>,
+    /// Whom they impersonated, once allowed to.
+    pub impersonated: Option<Identity>,
+    /// Whether the request was forwarded upstream.
+    pub forwarded: bool,
+    /// What was asked.
+    pub attrs: Option<Attributes>,
+    /// The decision.
+    pub decision: Option<Decision>,
+    /// The status sent.
     pub code: u16,
-    /// Time to the response head, in microseconds.
-    pub latency_us: u64,
+    /// Time to the response head.
+    pub latency: Duration,
+}
+
+impl Record {
+    /// The event of this record, for `destination`.
+    pub fn event(&self, destination: &str) -> Event {
+        let mut buffer = [0; 36];
+        let id = self.audit_id.encode(&mut buffer).to_owned();
+        let mut event = Event {
+            schema: SCHEMA_VERSION,
+            audit_id: Some(id.clone()),
+            id,
+            time: jiff::Timestamp::try_from(self.time).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            kind: Kind::Request,
+            destination: Some(destination.to_owned()),
+            method: Some(self.method.as_str().to_owned()),
+            path: Some(self.path.clone()),
+            source_ip: Some(self.peer.ip().to_string()),
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            code: Some(self.code),
+            latency_us: Some(u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX)),
+            decision: Some(
+                match &self.decision {
+                    Some(Decision::Allow { .. }) => "allow",
+                    Some(_) => "deny",
+                    None => "none",
+                }
+                .to_owned(),
+            ),
+            ..Event::default()
+        };
+        if let Some(identity) = &self.identity {
+            event.user = Some(identity.user().to_owned());
+            event.groups = identity.groups().map(str::to_owned).collect();
+            if self.forwarded {
+                event.impersonated_user = Some(identity.user().to_owned());
+            }
+        }
+        if let Some(impersonated) = &self.impersonated {
+            event.impersonated_user = Some(impersonated.user().to_owned());
+            event.impersonated_groups = impersonated.groups().map(str::to_owned).collect();
+        }
+        match &self.attrs {
+            Some(Attributes::Resource(r)) => {
+                event.verb = Some(r.verb.clone());
+                event.api_group = Some(r.api_group.clone());
+                event.resource = Some(r.resource.clone());
+                event.subresource.clone_from(&r.subresource);
+                event.namespace.clone_from(&r.namespace);
+                event.name.clone_from(&r.name);
+            }
+            Some(Attributes::NonResource(n)) => event.verb = Some(n.verb.clone()),
+            None => {}
+        }
+        match &self.decision {
+            Some(Decision::Allow { grant }) => {
+                event.grant = Some(format!(
+                    "{} to {} on {}",
+                    grant.role, grant.subject, grant.resource
+                ));
+            }
+            Some(Decision::Deny { reason }) => event.reason = Some(reason.to_string()),
+            _ => {}
+        }
+        event
+    }
 }
 
 /// Where audit lines go.
@@ -86,6 +148,18 @@ pub enum Sink {
     File(PathBuf),
     /// Nowhere (benchmarks of the bare path).
     Off,
+}
+
+/// How audit lines are written to `--audit-log` (`--audit-format`); the control plane's trail
+/// always takes Infra's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Infra's event schema (`docs/audit.md`).
+    #[default]
+    Infra,
+    /// The Kubernetes audit format (`audit.k8s.io/v1` `Event`, level `Metadata`), as the
+    /// apiserver's audit log, for tools that read those.
+    Kubernetes,
 }
 
 /// What the proxy does while it cannot record requests (`--audit-fail`).
@@ -105,28 +179,74 @@ pub struct Reporting {
     pub mode: FailMode,
     /// Events not recorded (`infra_proxy_audit_failures_total`).
     pub failures: Counter,
+    /// Events the control plane's audit trail took (`infra_proxy_audit_recorded_total`).
+    pub recorded: Counter,
+    /// Events put in the spool file while the control plane could not take them
+    /// (`infra_proxy_audit_spooled_total`).
+    pub spooled: Counter,
     /// Where the failure is shown (`[!] audit: ...` in `/readyz`).
     pub readiness: Option<Arc<Readiness>>,
+    /// How lines are written to the log.
+    pub format: Format,
+}
+
+/// Where events go besides the local log: the control plane's audit trail, through a spool.
+#[derive(Debug)]
+pub struct Trail {
+    /// Sends a batch to the control plane.
+    pub forward: Arc<dyn Forward>,
+    /// Where events wait while it cannot be reached.
+    pub spool: spool::Spool,
 }
 
 /// The audit log's sending side. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<Event>>,
+    queue: Option<Arc<Queue>>,
     health: Arc<Health>,
+}
+
+/// The records waiting for the writer.
+#[derive(Debug)]
+struct Queue {
+    records: Mutex<Vec<Record>>,
+    capacity: usize,
+    /// Set when the last sender is gone or [`Audit::close`] is called: the writer writes what
+    /// is left and stops.
+    closed: AtomicBool,
+    /// The writer thread, for [`Audit::close`] to wait for.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        // The writer holds one reference; when only it and this one are left, this is the last
+        // sender.
+        if let Some(queue) = &self.queue
+            && Arc::strong_count(queue) == 2
+        {
+            queue.closed.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// How the audit log fares, shared by the senders and the writer. While all is well nothing
 /// here is written: a request reads one flag (and only with `--audit-fail closed`), the writer
-/// reads two per batch it writes.
+/// reads a few per batch it writes.
 #[derive(Debug)]
 struct Health {
     reporting: Reporting,
-    /// The last write failed, or the writer is gone; cleared by the next write that succeeds.
+    /// The last write failed; cleared by the next write that succeeds.
     write_failing: AtomicBool,
     /// Events were dropped on a full queue since the writer last caught up.
     dropping: AtomicBool,
-    /// Why the last write failed.
+    /// The control plane cannot be reached and the spool is full: events are lost.
+    spool_full: AtomicBool,
+    /// The control plane cannot be reached; events are spooled.
+    spooling: AtomicBool,
+    /// The queue is full (requests are refused with `--audit-fail closed`).
+    queue_full: AtomicBool,
+    /// Why the last write or send failed.
     last_error: Mutex<String>,
 }
 
@@ -137,7 +257,7 @@ impl Health {
             return;
         };
         let mut problems = Vec::new();
-        if self.write_failing.load(Ordering::Acquire) {
+        if self.write_failing.load(Ordering::Acquire) || self.spool_full.load(Ordering::Acquire) {
             problems.push(
                 self.last_error
                     .lock()
@@ -148,143 +268,317 @@ impl Health {
         if self.dropping.load(Ordering::Acquire) {
             problems.push("the audit queue is full: events are dropped".to_owned());
         }
-        let warning = (!problems.is_empty()).then(|| {
+        let warning = if problems.is_empty() {
+            self.spooling.load(Ordering::Acquire).then(|| {
+                "the control plane does not take audit events; they are kept in the spool file until it does".to_owned()
+            })
+        } else {
             let then = match self.reporting.mode {
                 FailMode::Open => "serving anyway (--audit-fail open)",
                 FailMode::Closed => "refusing requests (--audit-fail closed)",
             };
-            format!("{}; {then}", problems.join("; "))
-        });
+            Some(format!("{}; {then}", problems.join("; ")))
+        };
         readiness.warn("audit", warning);
+    }
+
+    fn set_error(&self, error: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
     }
 
     fn write_failed(&self, error: &std::io::Error, events: u64) {
         self.reporting.failures.inc_by(events);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) =
-            format!("cannot write the audit log: {error}");
+        self.set_error(format!("cannot write the audit log: {error}"));
         if !self.write_failing.swap(true, Ordering::AcqRel) {
             tracing::warn!(%error, "cannot write the audit log");
             self.show();
         }
     }
 
-    /// A batch was written; `caught_up` says whether the queue is empty (asked only after
-    /// events were dropped).
-    fn wrote(&self, caught_up: impl FnOnce() -> bool) {
-        let mut changed = false;
-        if self.write_failing.load(Ordering::Relaxed) {
-            self.write_failing.store(false, Ordering::Release);
-            tracing::info!("the audit log is written again");
-            changed = true;
-        }
-        if self.dropping.load(Ordering::Relaxed) && caught_up() {
-            self.dropping.store(false, Ordering::Release);
-            changed = true;
-        }
-        if changed {
+    /// Sets `flag` to `on`, showing the change if there is one.
+    fn flag(&self, flag: &AtomicBool, on: bool) {
+        if flag.load(Ordering::Relaxed) != on {
+            flag.store(on, Ordering::Release);
             self.show();
         }
     }
 }
 
 impl Audit {
-    /// Starts the writer. Events queue up to `capacity`; beyond that they are dropped with a
-    /// warning rather than slow every request. Events that are dropped, and those whose write
-    /// failed, are counted and shown as `reporting` says; with [`FailMode::Closed`] requests are
-    /// refused meanwhile ([`Self::refuses`]).
-    pub fn start(sink: Sink, capacity: usize, reporting: Reporting) -> std::io::Result<Self> {
+    /// Starts the writer for the proxy of `destination`. Events queue up to `capacity`; beyond
+    /// that they are dropped rather than slow every request. They go to `sink` and, when given,
+    /// to the control plane's `trail`. Events that are dropped, and those whose write failed,
+    /// are counted and shown as `reporting` says; with [`FailMode::Closed`] requests are refused
+    /// meanwhile ([`Self::refuses`]).
+    pub fn start(
+        sink: Sink,
+        trail: Option<Trail>,
+        destination: &str,
+        capacity: usize,
+        reporting: Reporting,
+    ) -> std::io::Result<Self> {
         let health = Arc::new(Health {
             reporting,
             write_failing: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
+            spool_full: AtomicBool::new(false),
+            spooling: AtomicBool::new(false),
+            queue_full: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
         });
-        let mut out: Box<dyn Write + Send> = match sink {
-            Sink::Off => return Ok(Self { tx: None, health }),
-            Sink::Stdout => Box::new(std::io::stdout()),
-            Sink::File(path) => Box::new(
+        let out: Option<Box<dyn Write + Send>> = match sink {
+            Sink::Off => None,
+            Sink::Stdout => Some(Box::new(std::io::stdout())),
+            Sink::File(path) => Some(Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?,
-            ),
+            )),
         };
-        let (tx, mut rx) = mpsc::channel::<Event>(capacity);
-        let writer = Arc::clone(&health);
-        std::thread::Builder::new()
+        if out.is_none() && trail.is_none() {
+            return Ok(Self {
+                queue: None,
+                health,
+            });
+        }
+        let queue = Arc::new(Queue {
+            records: Mutex::new(Vec::with_capacity(capacity.min(4096))),
+            capacity,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(None),
+        });
+        let mut writer = Writer {
+            queue: Arc::clone(&queue),
+            health: Arc::clone(&health),
+            destination: destination.to_owned(),
+            out,
+            trail,
+            lines: Vec::with_capacity(64 * 1024),
+            sink_lines: Vec::new(),
+            events: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || {
-                let mut buffer = Vec::with_capacity(64 * 1024);
-                while let Some(event) = rx.blocking_recv() {
-                    write_line(&mut buffer, &event);
-                    let mut events = 1;
-                    // Drain what is queued, then write once.
-                    while let Ok(event) = rx.try_recv() {
-                        write_line(&mut buffer, &event);
-                        events += 1;
-                        if buffer.len() > 60 * 1024 {
-                            break;
-                        }
-                    }
-                    match out.write_all(&buffer).and_then(|()| out.flush()) {
-                        Ok(()) => writer.wrote(|| rx.is_empty()),
-                        Err(error) => writer.write_failed(&error, events),
-                    }
-                    buffer.clear();
-                }
-            })?;
+            .spawn(move || writer.run())?;
+        *queue.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(Self {
-            tx: Some(tx),
+            queue: Some(queue),
             health,
         })
     }
 
-    /// Records one event.
-    pub fn record(&self, event: Event) {
-        let Some(tx) = &self.tx else {
+    /// Records one request.
+    pub fn record(&self, record: Record) {
+        let Some(queue) = &self.queue else {
             return;
         };
-        match tx.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.health.reporting.failures.inc();
-                tracing::warn!("audit log queue full; an event was dropped");
-                if !self.health.dropping.swap(true, Ordering::AcqRel) {
-                    self.health.show();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.health.reporting.failures.inc();
-                "the audit log writer stopped".clone_into(
-                    &mut self
-                        .health
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
-                if !self.health.write_failing.swap(true, Ordering::AcqRel) {
-                    tracing::error!("the audit log writer stopped");
-                    self.health.show();
-                }
-            }
+        let mut records = queue.records.lock().unwrap_or_else(PoisonError::into_inner);
+        if records.len() < queue.capacity {
+            records.push(record);
+            return;
+        }
+        drop(records);
+        self.health.reporting.failures.inc();
+        if !self.health.queue_full.swap(true, Ordering::AcqRel) {
+            tracing::warn!("audit queue full; events are dropped");
+        }
+        if !self.health.dropping.swap(true, Ordering::AcqRel) {
+            self.health.show();
+        }
+    }
+
+    /// Stops recording at shutdown: the writer writes (or spools) what is queued and stops;
+    /// answers once it has. Requests recorded after this are lost.
+    pub async fn close(&self) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        queue.closed.store(true, Ordering::Release);
+        let thread = queue
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
     /// Whether events are recorded at all.
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.queue.is_some()
     }
 
     /// Whether a request must be refused because it could not be recorded: with
-    /// `--audit-fail closed`, while the last write failed or the queue is full.
+    /// `--audit-fail closed`, while the last write failed, the queue is full, or the control
+    /// plane cannot be reached and the spool is full.
     pub fn refuses(&self) -> bool {
         self.health.reporting.mode == FailMode::Closed
-            && self.tx.as_ref().is_some_and(|tx| {
-                self.health.write_failing.load(Ordering::Acquire) || tx.capacity() == 0
-            })
+            && self.queue.is_some()
+            && (self.health.write_failing.load(Ordering::Acquire)
+                || self.health.queue_full.load(Ordering::Acquire)
+                || self.health.spool_full.load(Ordering::Acquire))
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    queue: Arc<Queue>,
+    health: Arc<Health>,
+    destination: String,
+    out: Option<Box<dyn Write + Send>>,
+    trail: Option<Trail>,
+    /// The JSON lines of the batch, reused.
+    lines: Vec<u8>,
+    /// The lines for the log when they are in another format, reused.
+    sink_lines: Vec<u8>,
+    /// The events of the batch (for the store in this process), reused.
+    events: Vec<Event>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let mut batch: Vec<Record> = Vec::with_capacity(self.queue.capacity.min(4096));
+        loop {
+            let closed = self.queue.closed.load(Ordering::Acquire);
+            {
+                let mut records = self
+                    .queue
+                    .records
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                std::mem::swap(&mut *records, &mut batch);
+            }
+            if self.health.queue_full.load(Ordering::Relaxed) {
+                self.health.queue_full.store(false, Ordering::Release);
+            }
+            if !batch.is_empty() {
+                self.write(&batch);
+                batch.clear();
+            } else if self.health.dropping.load(Ordering::Relaxed) {
+                self.health.flag(&self.health.dropping, false);
+            }
+            if let Some(trail) = &mut self.trail {
+                drain_spool(trail, &self.health);
+            }
+            if closed {
+                return;
+            }
+            std::thread::sleep(FLUSH_EVERY);
+        }
+    }
+
+    fn write(&mut self, batch: &[Record]) {
+        self.lines.clear();
+        self.sink_lines.clear();
+        self.events.clear();
+        let kubernetes = self.health.reporting.format == Format::Kubernetes && self.out.is_some();
+        for record in batch {
+            let event = record.event(&self.destination);
+            if serde_json::to_writer(&mut self.lines, &event).is_ok() {
+                self.lines.push(b'\n');
+            }
+            if kubernetes
+                && let Some(k8s) = event.to_kubernetes()
+                && serde_json::to_writer(&mut self.sink_lines, &k8s).is_ok()
+            {
+                self.sink_lines.push(b'\n');
+            }
+            if self.trail.is_some() {
+                self.events.push(event);
+            }
+        }
+        let count = batch.len() as u64;
+        if let Some(out) = &mut self.out {
+            let lines = if kubernetes {
+                &self.sink_lines
+            } else {
+                &self.lines
+            };
+            match out.write_all(lines).and_then(|()| out.flush()) {
+                Ok(()) => {
+                    if self.health.write_failing.load(Ordering::Relaxed) {
+                        tracing::info!("the audit log is written again");
+                        self.health.flag(&self.health.write_failing, false);
+                    }
+                }
+                Err(error) => self.health.write_failed(&error, count),
+            }
+        }
+        if let Some(trail) = &mut self.trail {
+            // Straight to the control plane when nothing waits in the spool, else behind it.
+            let sent = trail.spool.is_empty()
+                && match trail.forward.send(&self.events, &self.lines) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::debug!(%error, "sending audit events failed; spooling");
+                        self.health
+                            .set_error(format!("cannot send audit events: {error}"));
+                        false
+                    }
+                };
+            if sent {
+                self.health.reporting.recorded.inc_by(count);
+                return;
+            }
+            match trail.spool.append(&self.lines) {
+                Ok(()) => {
+                    self.health.reporting.spooled.inc_by(count);
+                    self.health.flag(&self.health.spooling, true);
+                    self.health.flag(&self.health.spool_full, false);
+                }
+                Err(error) => {
+                    self.health.reporting.failures.inc_by(count);
+                    let text = self
+                        .health
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    self.health
+                        .set_error(format!("{text}; and cannot spool them: {error}"));
+                    if !self.health.spool_full.load(Ordering::Relaxed) {
+                        tracing::warn!(%error, "audit events lost: the control plane does not take them and the spool cannot keep them");
+                    }
+                    self.health.flag(&self.health.spool_full, true);
+                }
+            }
+        }
+    }
+}
+
+/// Sends what waits in the spool, a batch at a time, until it is empty or a send fails.
+fn drain_spool(trail: &mut Trail, health: &Health) {
+    while !trail.spool.is_empty() {
+        let (events, lines) = match trail.spool.next_batch() {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "reading the audit spool failed");
+                return;
+            }
+        };
+        match trail.forward.send(&events, &lines) {
+            Ok(()) => {
+                health.reporting.recorded.inc_by(events.len() as u64);
+                if let Err(error) = trail.spool.consumed() {
+                    tracing::warn!(%error, "emptying the audit spool failed");
+                    return;
+                }
+            }
+            Err(error) => {
+                health.set_error(format!("cannot send audit events: {error}"));
+                return;
+            }
+        }
+    }
+    if health.spooling.load(Ordering::Relaxed) {
+        tracing::info!("the audit spool is delivered");
+        health.flag(&health.spooling, false);
+        health.flag(&health.spool_full, false);
     }
 }
 
@@ -324,12 +618,6 @@ impl AuditId {
 impl std::fmt::Display for AuditId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.hyphenated().fmt(f)
-    }
-}
-
-fn write_line(buffer: &mut Vec<u8>, event: &Event) {
-    if serde_json::to_writer(&mut *buffer, event).is_ok() {
-        buffer.push(b'\n');
     }
 }
 

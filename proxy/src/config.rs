@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
-use crate::audit::FailMode;
+use crate::audit::{FailMode, Format as AuditFormat};
 use crate::reconcile::ReconcileMode;
 use crate::server::Limits;
 
@@ -114,6 +114,26 @@ pub struct ServeArgs {
     /// /readyz.
     #[arg(long, env = "INFRA_AUDIT_FAIL", value_enum, default_value_t = FailMode::Open)]
     pub audit_fail: FailMode,
+
+    /// The format of --audit-log's lines: `infra` (Infra's event schema, docs/audit.md) or
+    /// `kubernetes` (the apiserver's `audit.k8s.io/v1` Event, for tools that read its log).
+    #[arg(long, env = "INFRA_AUDIT_FORMAT", value_enum, default_value_t = AuditFormat::Infra)]
+    pub audit_format: AuditFormat,
+
+    /// With a control plane (here or at --control-url) every event also goes to its audit
+    /// trail; while the control plane cannot take them, events wait in this file (mode 0600)
+    /// and are sent when it can again, across restarts.
+    #[arg(
+        long,
+        env = "INFRA_AUDIT_SPOOL",
+        default_value = "infra-audit-spool.ndjson"
+    )]
+    pub audit_spool: PathBuf,
+
+    /// The most bytes the spool file holds; beyond, events are lost (counted, shown in
+    /// /readyz) and with `--audit-fail closed` requests are refused.
+    #[arg(long, env = "INFRA_AUDIT_SPOOL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub audit_spool_bytes: u64,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -304,6 +324,11 @@ pub struct ControlArgs {
     #[arg(long, env = "INFRA_STALENESS", default_value_t = 900)]
     pub staleness_seconds: u64,
 
+    /// How long the control plane keeps audit events (`90d`, `12h`, `30m`, `45s`); older ones
+    /// are removed every minute, a batch at a time.
+    #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_retention)]
+    pub audit_retention: std::time::Duration,
+
     /// A redirect URI (exact) OIDC logins may use besides loopback ones. Repeatable.
     #[arg(
         long = "oidc-redirect-uri",
@@ -335,6 +360,30 @@ pub struct ControlArgs {
 }
 
 /// A CIDR, or one address (as its /32 or /128).
+/// A retention: a whole number and a unit, `s`, `m`, `h` or `d`.
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (90d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number (90d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: s, m, h or d (90d)")),
+    };
+    number
+        .checked_mul(unit)
+        .filter(|&secs| secs > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a usable retention"))
+}
+
 fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))

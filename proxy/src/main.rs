@@ -89,6 +89,8 @@ fn run(args: ServeArgs) -> Result<()> {
                 "closing connections still open after the grace period"
             );
         }
+        // What is queued for the audit log is written (or spooled) before the process ends.
+        running.proxy.audit.close().await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Upgraded streams and watches still open are cut here.

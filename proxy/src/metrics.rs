@@ -64,6 +64,10 @@ pub struct Metrics {
     pub notification_failures: Gauge,
     /// Notifications given up after every retry failed.
     pub notifications_dropped: Gauge,
+    /// Audit events the control plane's audit trail took.
+    pub audit_recorded: Counter,
+    /// Audit events put in the spool file while the control plane could not take them.
+    pub audit_spooled: Counter,
 }
 
 impl Default for Metrics {
@@ -187,6 +191,18 @@ impl Metrics {
             "Access requests' notifications given up after every retry failed",
             notifications_dropped.clone(),
         );
+        let audit_recorded = Counter::default();
+        registry.register(
+            "audit_recorded",
+            "Audit events the control plane's audit trail took",
+            audit_recorded.clone(),
+        );
+        let audit_spooled = Counter::default();
+        registry.register(
+            "audit_spooled",
+            "Audit events put in the spool file while the control plane could not take them",
+            audit_spooled.clone(),
+        );
         Self {
             registry,
             requests,
@@ -206,6 +222,8 @@ impl Metrics {
             audit_failures,
             notification_failures,
             notifications_dropped,
+            audit_recorded,
+            audit_spooled,
         }
     }
 

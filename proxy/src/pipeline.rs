@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use infra_authz::attributes::{self, Attributes};
@@ -16,7 +16,7 @@ use infra_authz::decision::{Decision, Identity};
 use infra_authz::policy::Grant;
 
 use crate::access::{Access, Outcome};
-use crate::audit::{Audit, AuditId, Event};
+use crate::audit::{Audit, AuditId, Record};
 use crate::authn::Authenticator;
 use crate::headers;
 use crate::impersonation;
@@ -81,12 +81,16 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
+        let arrived = self.clock.now();
         let audit_id = AuditId::next();
-        // Only the audit line needs these after the request is forwarded.
-        let audited = self
-            .audit
-            .enabled()
-            .then(|| (request.method().clone(), request.uri().path().to_owned()));
+        // Only the audit event needs these after the request is forwarded.
+        let audited = self.audit.enabled().then(|| {
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                request.headers().get(http::header::USER_AGENT).cloned(),
+            )
+        });
         let mut trail = Trail::default();
         let response = match self.pipeline(request, peer, audit_id, &mut trail).await {
             Ok(response) => response,
@@ -110,77 +114,25 @@ impl Proxy {
         self.metrics
             .count_request(response.status().as_u16(), decision);
         self.metrics.latency.observe(elapsed.as_secs_f64());
-        if let Some((method, path)) = audited {
-            self.audit.record(self.event(
-                audit_id.to_string(),
-                &method,
-                path,
+        if let Some((method, path, user_agent)) = audited {
+            // What the request learned moves into the record: no text is built here.
+            self.audit.record(Record {
+                time: arrived,
+                audit_id,
                 peer,
-                &trail,
-                decision,
-                response.status(),
-                elapsed,
-            ));
+                method,
+                path,
+                user_agent,
+                identity: trail.identity,
+                impersonated: trail.impersonated,
+                forwarded: trail.forwarded,
+                attrs: trail.attrs,
+                decision: trail.decision,
+                code: response.status().as_u16(),
+                latency: elapsed,
+            });
         }
         response
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &self,
-        audit_id: String,
-        method: &Method,
-        path: String,
-        peer: SocketAddr,
-        trail: &Trail,
-        decision: &'static str,
-        status: StatusCode,
-        elapsed: std::time::Duration,
-    ) -> Event {
-        let mut event = Event {
-            time: jiff::Timestamp::now().to_string(),
-            audit_id,
-            source_ip: peer.ip().to_string(),
-            destination: self.destination.clone(),
-            method: method.as_str().to_owned(),
-            path,
-            decision,
-            code: status.as_u16(),
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            ..Event::default()
-        };
-        if let Some(identity) = &trail.identity {
-            event.user = Some(identity.user().to_owned());
-            event.groups = identity.groups().map(str::to_owned).collect();
-            if trail.forwarded {
-                event.impersonated_user = Some(identity.user().to_owned());
-            }
-        }
-        if let Some(impersonated) = &trail.impersonated {
-            event.impersonated_user = Some(impersonated.user().to_owned());
-            event.impersonated_groups = impersonated.groups().map(str::to_owned).collect();
-        }
-        match &trail.attrs {
-            Some(Attributes::Resource(r)) => {
-                event.verb = Some(r.verb.clone());
-                event.api_group = Some(r.api_group.clone());
-                event.resource = Some(r.resource.clone());
-                event.subresource.clone_from(&r.subresource);
-                event.namespace.clone_from(&r.namespace);
-                event.name.clone_from(&r.name);
-            }
-            Some(Attributes::NonResource(n)) => event.verb = Some(n.verb.clone()),
-            None => {}
-        }
-        event.reason = match &trail.decision {
-            Some(Decision::Allow { grant }) => Some(format!(
-                "allowed by the grant of {} to {} on {}",
-                grant.role, grant.subject, grant.resource
-            )),
-            Some(Decision::Deny { reason }) => Some(reason.to_string()),
-            _ => None,
-        };
-        event
     }
 
     async fn pipeline(

@@ -224,6 +224,15 @@ pub trait FileOwner: Send + Sync + std::fmt::Debug {
         &'a self,
         policy: &'a infra_authz::policy::Policy,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+    /// Records in the audit trail that the file at `path`, whose contents have the SHA-256
+    /// `hash` (hex), was reloaded: applied, or refused with `refused` saying why.
+    fn reloaded<'a>(
+        &'a self,
+        path: &'a Path,
+        hash: &'a str,
+        refused: Option<&'a str>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
 /// Watches the policy file and reloads it when it changes.
@@ -265,6 +274,10 @@ impl Reloader {
     /// Loads the file now; on success puts it in force, on failure keeps the old policy and
     /// reports the error. Returns whether the new policy is in force.
     pub async fn reload(&self) -> bool {
+        let hash = std::fs::read(&self.path).map_or_else(
+            |_| "unreadable".to_owned(),
+            |bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        );
         let loaded = match load(&self.path) {
             Ok(policy) => match &self.control {
                 Some(control) => control.apply(&policy).await.map(|()| policy),
@@ -284,6 +297,9 @@ impl Reloader {
                     .policy_generation
                     .set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.readiness.warn("policy", None);
+                if let Some(control) = &self.control {
+                    control.reloaded(&self.path, &hash, None).await;
+                }
                 tracing::info!(
                     path = %self.path.display(),
                     generation,
@@ -293,6 +309,11 @@ impl Reloader {
                 true
             }
             Err(text) => {
+                if let Some(control) = &self.control {
+                    control
+                        .reloaded(&self.path, &hash, Some(text.trim_end()))
+                        .await;
+                }
                 self.metrics.policy_reload_failures.inc();
                 self.readiness.warn(
                     "policy",

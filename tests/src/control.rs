@@ -141,9 +141,13 @@ impl ControlHarness {
                 control_ca_file: None,
                 snapshot_file: dir.path().join("snapshot.json"),
                 staleness_seconds: 900,
+                audit_retention: Duration::from_hours(24 * 90),
             },
             audit_log: dir.path().join("audit.log").display().to_string(),
             audit_fail: FailMode::Open,
+            audit_format: infra_proxy::audit::Format::Infra,
+            audit_spool: dir.path().join("audit-spool.ndjson"),
+            audit_spool_bytes: 64 * 1024 * 1024,
             limits: LimitArgs::default(),
             upstream_max_streams: 100,
             rbac_reconcile: options.rbac_reconcile.unwrap_or(ReconcileMode::Off),
@@ -333,7 +337,8 @@ pub struct RemoteProxy {
 impl RemoteProxy {
     /// Starts a proxy of `destination` syncing from `control` with a connector's `access_key`;
     /// it refuses to decide after `staleness_seconds` without word from the control plane, and
-    /// keeps its snapshot at `snapshot_file` (default: in its own folder).
+    /// keeps its snapshot at `snapshot_file` (default: in its own folder) and its audit spool
+    /// beside it (`audit-spool.ndjson`).
     pub async fn start(
         control: &ControlHarness,
         destination: &str,
@@ -350,6 +355,10 @@ impl RemoteProxy {
         std::fs::write(&control_ca, control.ca.cert_pem()).expect("write control CA");
         let key_file = dir.path().join("access-key");
         std::fs::write(&key_file, access_key).expect("write access key");
+        let spool = snapshot_file.as_ref().map_or_else(
+            || dir.path().join("audit-spool.ndjson"),
+            |file| file.with_file_name("audit-spool.ndjson"),
+        );
         let args = ServeArgs {
             destination: destination.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -379,9 +388,13 @@ impl RemoteProxy {
                 control_ca_file: Some(control_ca),
                 snapshot_file: snapshot_file.unwrap_or_else(|| dir.path().join("snapshot.json")),
                 staleness_seconds,
+                audit_retention: Duration::from_hours(24 * 90),
             },
             audit_log: "off".to_owned(),
             audit_fail: FailMode::Open,
+            audit_format: infra_proxy::audit::Format::Infra,
+            audit_spool: spool,
+            audit_spool_bytes: 64 * 1024 * 1024,
             limits: LimitArgs::default(),
             upstream_max_streams: 100,
             rbac_reconcile: infra_proxy::reconcile::ReconcileMode::Off,

@@ -106,7 +106,7 @@ async fn kubectl_as_is_decided_by_the_impersonated_users_grants_and_forwarded_as
     );
     assert_eq!(line["code"], 200, "{line}");
     assert!(
-        line["reason"]
+        line["grant"]
             .as_str()
             .is_some_and(|r| r.contains(OTHER) && r.contains("view")),
         "decided by other's grant: {line}"

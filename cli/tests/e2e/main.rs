@@ -13,6 +13,7 @@ use infra_tests::control::{ADMIN_PASSWORD, ControlHarness};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+mod audit;
 mod basics;
 mod clusters;
 mod first_run;

@@ -31,6 +31,8 @@ pub(super) struct Caller {
     pub(super) access: Access,
     /// May register destinations and receive their policy (role `connector`, or `admin`).
     pub(super) connector: bool,
+    /// May read the audit trail (role `auditor`, `view` or `admin`).
+    pub(super) auditor: bool,
 }
 
 impl Caller {
@@ -45,6 +47,17 @@ impl Caller {
             };
             Err(ApiError::forbidden(format!(
                 "user {:?} needs role {role:?} on resource {CONTROL_RESOURCE:?} for this",
+                self.user.name
+            )))
+        }
+    }
+
+    pub(super) fn require_auditor(&self) -> ApiResult<()> {
+        if self.auditor || self.access >= Access::View {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "user {:?} needs role \"auditor\", \"view\" or \"admin\" on resource {CONTROL_RESOURCE:?} to read the audit trail",
                 self.user.name
             )))
         }
@@ -84,13 +97,14 @@ impl FromRequestParts<Arc<ControlPlane>> for Caller {
                 other => ApiError::unauthorized(format!("{other}; run `infra login`")),
             })?;
         let groups = plane.store().groups_of(&user.name).await?;
-        let (access, connector) = control_access(plane, &user.name, &groups).await?;
+        let (access, connector, auditor) = control_access(plane, &user.name, &groups).await?;
         Ok(Self {
             user,
             key,
             groups,
             access,
             connector,
+            auditor,
         })
     }
 }
@@ -115,14 +129,16 @@ fn bearer(headers: &HeaderMap) -> ApiResult<Secret> {
     Ok(Secret::new(text))
 }
 
-/// The caller's role on resource `infra`, from their grants and their groups' grants.
+/// The caller's role on resource `infra`, from their grants and their groups' grants: the
+/// access, and whether they are a connector and an auditor.
 async fn control_access(
     plane: &ControlPlane,
     user: &str,
     groups: &[String],
-) -> ApiResult<(Access, bool)> {
+) -> ApiResult<(Access, bool, bool)> {
     let mut access = Access::Own;
     let mut connector = false;
+    let mut auditor = false;
     for stored in plane
         .store()
         .list_grants_on(CONTROL_RESOURCE, plane.now())
@@ -133,13 +149,14 @@ async fn control_access(
             continue;
         }
         connector |= grant.role == "connector";
+        auditor |= grant.role == "auditor";
         access = access.max(match grant.role.as_str() {
             "admin" => Access::Admin,
             "view" => Access::View,
             _ => Access::Own,
         });
     }
-    Ok((access, connector))
+    Ok((access, connector, auditor))
 }
 
 pub(super) fn subject_matches(subject: &Subject, user: &str, groups: &[String]) -> bool {

@@ -54,6 +54,16 @@ pub(super) async fn logout(State(plane): Plane, caller: Caller) -> ApiResult {
         .store()
         .delete_access_key(&caller.user.name, &caller.key.id, plane.now())
         .await?;
+    plane
+        .store()
+        .append_audit(
+            &caller.user.name,
+            "session.end",
+            &format!("user {:?}", caller.user.name),
+            &format!("session {} (logout)", caller.key.id),
+            plane.now(),
+        )
+        .await?;
     plane.session_ended(&caller.key.id, &caller.user.name);
     plane.changed();
     Ok(no_content())

@@ -109,6 +109,9 @@ impl ControlPlane {
                         tracing::error!(error = format!("{error:#}"), "token key rotation failed");
                     }
                 }
+                if let Err(error) = this.purge_old_audit_events().await {
+                    tracing::warn!(error = %error, "removing old audit events failed");
+                }
                 match this.store.purge_expired(this.now()).await {
                     Ok(purged) if purged.grants > 0 || purged.access_keys > 0 => this.changed(),
                     Ok(_) => {}

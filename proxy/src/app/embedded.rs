@@ -107,6 +107,46 @@ impl FileOwner for PolicyFileOwner {
                 .map_err(|error| format!("{error:#}"))
         })
     }
+
+    fn reloaded<'a>(
+        &'a self,
+        path: &'a std::path::Path,
+        hash: &'a str,
+        refused: Option<&'a str>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Err(error) = self
+                .0
+                .audit_policy_reload(&path.display().to_string(), hash, refused)
+                .await
+            {
+                tracing::error!(%error, "cannot record the policy reload in the audit trail");
+            }
+        })
+    }
+}
+
+/// The audit trail of the control plane in this process, written straight into its store.
+pub fn audit_forward(plane: &Embedded) -> Arc<dyn crate::audit::Forward> {
+    Arc::new(StoreTrail {
+        plane: Arc::clone(plane),
+        runtime: tokio::runtime::Handle::current(),
+    })
+}
+
+#[derive(Debug)]
+struct StoreTrail {
+    plane: Arc<ControlPlane>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl crate::audit::Forward for StoreTrail {
+    fn send(&self, events: &[infra_api::audit::Event], _lines: &[u8]) -> Result<(), String> {
+        self.runtime
+            .block_on(self.plane.store().record_audit_events(events))
+            .map(|_| ())
+            .map_err(|error| format!("cannot store audit events: {error}"))
+    }
 }
 
 /// Serves the control API on `listener` and keeps `handle`'s snapshot in step with the plane,
@@ -205,6 +245,9 @@ async fn start_control(
     config.trusted_proxies.clone_from(&control.trusted_proxies);
     config.anonymous_per_minute = control.client_rate_per_minute;
     config.anonymous_burst = control.client_burst;
+    if !control.audit_retention.is_zero() {
+        config.audit_retention = control.audit_retention;
+    }
     let plane = ControlPlane::start(store, config, policy, clock).await?;
     plane.spawn_rotation(Duration::from_mins(1));
     Ok(plane)

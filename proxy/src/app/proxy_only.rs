@@ -61,6 +61,11 @@ pub fn spawn_notification_reports(
 }
 
 /// Never called: there is no control plane.
+pub fn audit_forward(plane: &Embedded) -> Arc<dyn crate::audit::Forward> {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
 pub fn file_owner(plane: &Embedded) -> Arc<dyn FileOwner> {
     match *plane {}
 }

@@ -43,6 +43,10 @@ fn proxy_only_mode_syncs_from_the_control_plane_and_autoscales() {
     assert_eq!(access_key["secret"]["secretName"], "infra-access-key");
 
     assert_eq!(env["INFRA_SNAPSHOT_FILE"], "/var/lib/infra/snapshot.json");
+    assert_eq!(
+        env["INFRA_AUDIT_SPOOL"],
+        "/var/lib/infra/audit-spool.ndjson"
+    );
     assert_eq!(env["INFRA_STALENESS"], "900");
     assert_eq!(env["INFRA_RBAC_RECONCILE"], "true");
     assert!(!env.contains_key("INFRA_CONTROL_CA_FILE"));
@@ -115,6 +119,10 @@ fn proxy_only_mode_never_sets_a_policy_file_and_trusts_the_control_ca() {
     assert_eq!(env["INFRA_STALENESS"], "120");
     assert_eq!(env["INFRA_RBAC_RECONCILE"], "false");
     assert_eq!(env["INFRA_SNAPSHOT_FILE"], "/var/lib/infra/snapshot.json");
+    assert_eq!(
+        env["INFRA_AUDIT_SPOOL"],
+        "/var/lib/infra/audit-spool.ndjson"
+    );
     assert_writable_mount(&objects, &env["INFRA_SNAPSHOT_FILE"]);
 
     // The control CA: a read-only mount of the named ConfigMap, and the file in it.

@@ -24,6 +24,7 @@ use sqlx::{Connection as _, Row as _};
 pub(crate) const CLIENT: &str = "192.0.2.10";
 
 mod audit;
+mod audit_events;
 mod credentials;
 mod hash_cost;
 mod providers;
@@ -31,6 +32,7 @@ mod startup;
 mod users;
 
 use audit::audit_trail;
+use audit_events::{audit_events, unaudited_changes_are_not_made};
 use credentials::{access_keys, passwords_and_lockout};
 use providers::{destinations_and_signing_keys, oidc_logins_in_flight, providers_and_sessions};
 use users::{grants, parallel_grant_calls, users_and_groups};
@@ -113,6 +115,33 @@ impl Raw {
                     .collect();
                 conn.close().await.expect("close");
                 out
+            }
+        }
+    }
+
+    /// Runs `sql` (statements without parameters) as the database's owner.
+    async fn exec(&self, sql: &'static str) {
+        match self {
+            Self::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("raw sqlite");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("raw sql");
+                conn.close().await.expect("close");
+            }
+            Self::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("raw postgres");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("raw sql");
+                conn.close().await.expect("close");
             }
         }
     }
@@ -326,6 +355,18 @@ on_both_databases!(
         destinations_and_signing_keys(store, clock, raw).await;
         audit_trail(store, clock).await;
     }
+);
+on_both_databases!(
+    sqlite_audit_events,
+    postgres_audit_events,
+    Start::People,
+    |store, _config, clock, _raw| audit_events(store, clock)
+);
+on_both_databases!(
+    sqlite_unaudited_changes_are_not_made,
+    postgres_unaudited_changes_are_not_made,
+    Start::People,
+    |store, _config, clock, raw| unaudited_changes_are_not_made(store, clock, raw)
 );
 on_both_databases!(
     sqlite_passwords_and_lockout,

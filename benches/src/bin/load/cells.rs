@@ -16,6 +16,8 @@ use crate::{ProtocolArg, RunArgs, Setup, target};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     Proxy,
+    /// A second infra-proxy, the same but writing its audit log to a file (`--audit-ab`).
+    ProxyAudit,
     Direct,
 }
 
@@ -24,6 +26,7 @@ impl Via {
     pub fn name(self) -> &'static str {
         match self {
             Self::Proxy => "proxy",
+            Self::ProxyAudit => "proxy+audit",
             Self::Direct => "direct",
         }
     }
@@ -99,6 +102,7 @@ pub async fn measure_cells(
     args: &RunArgs,
     setup: &Setup,
     proxy: &Process,
+    audited: Option<&Process>,
     upstream: &Process,
 ) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
@@ -113,16 +117,23 @@ pub async fn measure_cells(
                 let mut attempts: Vec<Vec<Cell>> = Vec::new();
                 loop {
                     let mut pair = Vec::new();
-                    for via in [Via::Proxy, Via::Direct] {
-                        let address = match via {
-                            Via::Proxy => proxy.address,
-                            Via::Direct => upstream.address,
+                    let vias = match audited {
+                        Some(_) => vec![Via::Proxy, Via::ProxyAudit, Via::Direct],
+                        None => vec![Via::Proxy, Via::Direct],
+                    };
+                    for via in vias {
+                        let (address, pid) = match (via, audited) {
+                            (Via::ProxyAudit, Some(audited)) => {
+                                (audited.address, Some(audited.pid()))
+                            }
+                            (Via::Direct, _) => (upstream.address, None),
+                            _ => (proxy.address, Some(proxy.pid())),
                         };
                         let mut cell = measure_cell(
                             args,
                             setup,
                             &target(setup, address, protocol)?,
-                            (via == Via::Proxy).then(|| proxy.pid()),
+                            pid,
                             upstream.pid(),
                             concurrency,
                         )

@@ -136,6 +136,11 @@ pub struct RunArgs {
     #[arg(long, env = "INFRA_LOAD_PERF_DIR")]
     pub perf_dir: Option<PathBuf>,
 
+    /// Also measure a second infra-proxy that writes its audit log to a file, cell by cell
+    /// beside the first (audit off): the cost of auditing, as a same-run A/B.
+    #[arg(long, env = "INFRA_LOAD_AUDIT_AB")]
+    pub audit_ab: bool,
+
     /// Skip the load cells (measure only the watch memory).
     #[arg(long)]
     pub skip_cells: bool,
@@ -219,7 +224,28 @@ fn run(args: &RunArgs) -> Result<()> {
     if !args.skip_cells {
         let proxy = processes::start_proxy(&setup.files, &setup.dir.join("proxy.log"))?;
         eprintln!("infra-proxy pid {} on {}", proxy.pid(), proxy.address);
-        cells = runtime.block_on(cells::measure_cells(args, &setup, &proxy, &upstream))?;
+        let audited = if args.audit_ab {
+            let files = ProxyFiles {
+                audit_log: Some(setup.dir.join("audit.log")),
+                ..setup.files.clone()
+            };
+            let audited = processes::start_proxy(&files, &setup.dir.join("proxy-audit.log"))?;
+            eprintln!(
+                "infra-proxy (audit to a file) pid {} on {}",
+                audited.pid(),
+                audited.address
+            );
+            Some(audited)
+        } else {
+            None
+        };
+        cells = runtime.block_on(cells::measure_cells(
+            args,
+            &setup,
+            &proxy,
+            audited.as_ref(),
+            &upstream,
+        ))?;
     }
     let watches = if args.watches > 0 {
         Some(runtime.block_on(watches::measure_watches(args, &setup))?)
@@ -300,6 +326,7 @@ fn setup(args: &RunArgs) -> Result<Setup> {
             cert: pki.cert.clone(),
             key: pki.key.clone(),
             worker_threads: args.proxy_worker_threads,
+            audit_log: None,
         },
         _dir: temp,
         dir,

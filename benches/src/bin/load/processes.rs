@@ -99,6 +99,8 @@ pub struct ProxyFiles {
     pub key: PathBuf,
     /// `TOKIO_WORKER_THREADS` for the proxy, if set.
     pub worker_threads: Option<usize>,
+    /// `--audit-log` (none: `off`).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ProxyFiles {
@@ -126,7 +128,7 @@ impl ProxyFiles {
             "--jwks-file".into(),
             path(&self.jwks),
             "--audit-log".into(),
-            "off".into(),
+            self.audit_log.as_deref().map_or_else(|| "off".into(), path),
             // The watch phase holds 10,000 connections from one address, each with a watch of
             // the one user: above the default caps (10,000 connections, 256 per client, 100
             // requests in flight per user), which are for many clients, not one load client.

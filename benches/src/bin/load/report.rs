@@ -231,10 +231,10 @@ pub fn report(
                     && d.concurrency == cell.concurrency
             });
             let ratio = direct.map_or(f64::NAN, |d| cell.rate() / d.rate());
-            let proxy_cpu = if cell.via == Via::Proxy {
-                format!("{:.1}", cell.per_request_us(cell.cpu.proxy))
-            } else {
+            let proxy_cpu = if cell.via == Via::Direct {
                 "–".to_owned()
+            } else {
+                format!("{:.1}", cell.per_request_us(cell.cpu.proxy))
             };
             let rerun = if cell.reruns > 0 {
                 format!(" (best of {})", cell.reruns + 1)
@@ -324,6 +324,15 @@ pub fn report(
                 m(Via::Proxy, &|c| c.p99_us),
                 m(Via::Direct, &|c| c.p99_us),
             );
+            let audited_cpu = m(Via::ProxyAudit, &|c| c.per_request_us(c.cpu.proxy));
+            if !audited_cpu.is_nan() {
+                goals.push(format!(
+                    "Audit on (to a file) costs ≤ 3 µs of proxy CPU per request over audit off at {concurrency} concurrent, {}: {:.1} vs {proxy_cpu:.1} µs, {}",
+                    protocol.name(),
+                    audited_cpu,
+                    at_most(audited_cpu - proxy_cpu, 3.0, "µs")
+                ));
+            }
             if concurrency == top {
                 goals.push(format!(
                     "Proxy CPU ≤ 35 µs per request at {concurrency} concurrent, {}: {}",

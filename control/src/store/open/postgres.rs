@@ -36,6 +36,10 @@ fn postgres_migrator() -> Migrator {
             "access requests",
             include_str!("../../../migrations/postgres/0005_requests.sql"),
         ),
+        (
+            "audit events",
+            include_str!("../../../migrations/postgres/0006_audit_events.sql"),
+        ),
     ])
 }
 

@@ -45,6 +45,10 @@ fn sqlite_migrator() -> Migrator {
             "access requests",
             include_str!("../../../migrations/sqlite/0005_requests.sql"),
         ),
+        (
+            "audit events",
+            include_str!("../../../migrations/sqlite/0006_audit_events.sql"),
+        ),
     ])
 }
 
