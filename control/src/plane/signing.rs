@@ -110,8 +110,15 @@ impl ControlPlane {
                     }
                 }
                 match this.store.purge_expired(this.now()).await {
-                    Ok(purged) if purged.grants > 0 || purged.access_keys > 0 => this.changed(),
-                    Ok(_) => {}
+                    Ok(purged) => {
+                        // Lapsed keys are ended sessions: proxies refuse their tokens at once.
+                        for (id, user) in &purged.ended {
+                            this.session_ended(id, user);
+                        }
+                        if purged.grants > 0 {
+                            this.changed();
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(error = %error, "purging expired grants and keys failed");
                     }
