@@ -256,7 +256,8 @@ async fn run(cli: &Cli) -> Result<()> {
     );
     let cpu_start = run.cpu();
     let opened = Instant::now();
-    let sync_url = format!("{url}/api/sync/{DESTINATION}");
+    // The query names the protocol; a control plane of the first protocol ignores it.
+    let sync_url = format!("{url}/api/sync/{DESTINATION}?protocol=2");
     for _ in 0..cli.streams {
         tokio::spawn(follow(
             http.clone(),
