@@ -193,6 +193,7 @@ impl ControlPlane {
             rng: SystemRandom::new(),
             oidc,
         });
+        plane.load_ended().await?;
         plane.spawn_publisher(hints_rx);
         if let Some(queue) = notices_rx {
             plane.spawn_notifier(queue);

@@ -221,6 +221,7 @@ macro_rules! revision_conflict {
 mod access_keys;
 mod audit;
 mod destinations;
+mod ended_sessions;
 mod grants;
 mod groups;
 mod identities;

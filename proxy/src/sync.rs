@@ -59,8 +59,9 @@ pub fn snapshot_keys(snapshot: &Snapshot) -> Result<Jwks> {
     Jwks::from_json(&snapshot.jwks.to_string()).map_err(|e| anyhow!("snapshot keys: {e}"))
 }
 
-/// How long a proxy remembers a session it heard had ended, across snapshots (longer than any
-/// token of the control plane lives; a restarted control plane forgets what ended before).
+/// How long a proxy remembers a session it heard had ended, across snapshots (longer than a token
+/// of the control plane lives by default; the control plane keeps them as long as its tokens
+/// live, in its store).
 pub const ENDED_RETENTION: Duration = Duration::from_mins(30);
 
 /// Who may use the control plane's tokens, from the policy in force.

@@ -223,6 +223,48 @@ async fn deltas_follow_the_changes_of_the_destination_only_on_postgresql() {
     .await;
 }
 
+/// Proxies take sessions they never heard of: a control plane that restarts must still name
+/// the sessions that ended before.
+async fn a_restarted_control_plane_still_names_the_sessions_that_ended(options: Options) {
+    let mut h = ControlHarness::start_with(POLICY, options).await;
+    let admin = h.admin().await;
+    ok(
+        &h,
+        "POST",
+        "/api/users",
+        &admin,
+        Some(json!({"name": "suzie@example.com", "password": PASSWORD})),
+    )
+    .await;
+    let suzie = h.login("suzie@example.com", PASSWORD).await;
+    ok(&h, "POST", "/api/logout", &suzie, None).await;
+    // The store keeps it (written beside the event); give that write a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.stop().await;
+    h.restart().await;
+    let mut stream = Stream::open(&h, &admin).await;
+    let first = stream.next().await;
+    assert_eq!(
+        first["snapshot"]["ended"][id_of(&suzie)],
+        "suzie@example.com",
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_control_plane_still_names_the_sessions_that_ended_on_sqlite() {
+    a_restarted_control_plane_still_names_the_sessions_that_ended(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_control_plane_still_names_the_sessions_that_ended_on_postgresql() {
+    a_restarted_control_plane_still_names_the_sessions_that_ended(Options {
+        postgres: true,
+        ..Options::default()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_replica_reaches_the_streams_of_the_other() {
     let a = ControlHarness::start_with(

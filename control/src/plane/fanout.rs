@@ -105,11 +105,53 @@ impl ControlPlane {
     /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a
     /// provider's refusal) and tells every proxy, which refuses its tokens from then on.
     pub fn session_ended(&self, id: &str, user: &str) {
-        self.ended
+        self.sessions_ended(vec![(id.to_owned(), user.to_owned())]);
+    }
+
+    /// [`Self::session_ended`] for several sessions ((access key id, user)) at once.
+    pub fn sessions_ended(&self, sessions: Vec<(String, String)>) {
+        if sessions.is_empty() {
+            return;
+        }
+        let now = self.now();
+        {
+            let mut ended = self
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, user) in &sessions {
+                ended.insert(id.clone(), (user.clone(), now));
+            }
+        }
+        // Kept in the store too, for a restart of this control plane and for replicas that
+        // start later (the proxies following this one hear of it from the event below).
+        let store = self.store.clone();
+        let recorded = sessions.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_ended_sessions(&recorded, now).await {
+                tracing::warn!(%error, "cannot record ended sessions in the store");
+            }
+        });
+        self.publish(Hint::Ended(sessions));
+    }
+
+    /// Reads the sessions that ended lately from the store (at start: another replica's, or this
+    /// one's before a restart).
+    pub(super) async fn load_ended(&self) -> Result<(), StoreError> {
+        let keep = self.config.token_ttl + std::time::Duration::from_mins(2);
+        let since = self
+            .now()
+            .checked_sub(keep)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let stored = self.store.ended_sessions(since).await?;
+        let mut ended = self
+            .ended
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), (user.to_owned(), self.now()));
-        self.publish(Hint::Ended(vec![(id.to_owned(), user.to_owned())]));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, user, at) in stored {
+            ended.entry(id).or_insert((user, at));
+        }
+        Ok(())
     }
 
     /// Queues `hint` for this replica's streams and announces it to the other replicas.

@@ -112,9 +112,7 @@ impl ControlPlane {
                 match this.store.purge_expired(this.now()).await {
                     Ok(purged) => {
                         // Lapsed keys are ended sessions: proxies refuse their tokens at once.
-                        for (id, user) in &purged.ended {
-                            this.session_ended(id, user);
-                        }
+                        this.sessions_ended(purged.ended);
                         if purged.grants > 0 {
                             this.changed();
                         }

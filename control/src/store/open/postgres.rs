@@ -32,6 +32,11 @@ fn postgres_migrator() -> Migrator {
             "login guards",
             include_str!("../../../migrations/postgres/0004_login_guards.sql"),
         ),
+        // 0005 and 0006 are taken by work on other branches; the list's order is the version.
+        (
+            "ended sessions",
+            include_str!("../../../migrations/postgres/0007_ended_sessions.sql"),
+        ),
     ])
 }
 
