@@ -37,11 +37,7 @@ pub(super) async fn stream(
             "this control plane speaks sync protocol {PROTOCOL} (`?protocol={PROTOCOL}`); run the infra-proxy of the control plane's version"
         )));
     }
-    // Subscribed before the snapshot is built: no event after it is missed.
-    let events = plane.subscribe_events();
-    let first = plane.stream_snapshot(&destination).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    tokio::spawn(follow(plane, destination, events, first, tx));
+    let rx = lines(plane, destination).await?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -55,6 +51,20 @@ pub(super) async fn stream(
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The lines of `destination`'s sync stream (each with its newline), as `GET /api/sync` sends
+/// them: for the proxy in the control plane's process, which follows the same protocol.
+pub async fn lines(
+    plane: Arc<ControlPlane>,
+    destination: String,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<bytes::Bytes>> {
+    // Subscribed before the snapshot is built: no event after it is missed.
+    let events = plane.subscribe_events();
+    let first = plane.stream_snapshot(&destination).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    tokio::spawn(follow(plane, destination, events, first, tx));
+    Ok(rx)
 }
 
 /// What the proxy at the other end holds: its destination's grants (as of the last message) and
