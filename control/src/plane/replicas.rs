@@ -30,6 +30,20 @@ impl ControlPlane {
         };
         let payload = match serde_json::to_string(announcement) {
             Ok(payload) if payload.len() <= MAX_PAYLOAD => payload,
+            Ok(_) if matches!(announcement.hints.as_slice(), [Hint::Ended(s)] if s.len() > 1) => {
+                // Ended sessions must reach the other replicas as such (their snapshots list
+                // them from memory): halve the list until each notice fits.
+                if let [Hint::Ended(sessions)] = announcement.hints.as_slice() {
+                    let (first, second) = sessions.split_at(sessions.len() / 2);
+                    for half in [first, second] {
+                        self.announce(&Announcement {
+                            from: announcement.from.clone(),
+                            hints: vec![Hint::Ended(half.to_vec())],
+                        });
+                    }
+                }
+                return;
+            }
             _ => match serde_json::to_string(&Announcement {
                 from: announcement.from.clone(),
                 hints: vec![Hint::Everything],
