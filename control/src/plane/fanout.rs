@@ -208,7 +208,12 @@ impl ControlPlane {
 
     async fn read_event(&self, hint: Hint) -> Result<Event, StoreError> {
         Ok(match hint {
-            Hint::Everything => Event::Everything,
+            Hint::Everything => {
+                // Also what a replica does when it may have missed notices (its connection to
+                // PostgreSQL was lost): the sessions that ended meanwhile are in the store.
+                self.load_ended().await?;
+                Event::Everything
+            }
             Hint::Member { user, group } => {
                 let groups = match self.store.groups_of(&user).await {
                     Ok(groups) => groups,
