@@ -34,6 +34,7 @@ mod why;
 
 pub use crate::clients::{ClientAddr, PeerAddr, Throttle};
 pub use error::ApiError;
+pub use sync::lines as sync_lines;
 
 /// The largest request body the API reads; no request of the API needs more.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

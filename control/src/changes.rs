@@ -84,7 +84,7 @@ impl ControlPlane {
             }
             None => user,
         };
-        self.changed();
+        // A new user is in no group and has no grant: no proxy needs to hear of it.
         Ok(user)
     }
 
@@ -182,7 +182,7 @@ impl ControlPlane {
             Err(e) => return Err(e.into()),
         }
         store.add_member(actor, group, user, now).await?;
-        self.changed();
+        self.member_changed(user, group);
         Ok(())
     }
 
@@ -203,7 +203,7 @@ impl ControlPlane {
                 "{user:?} is not a member of group {group:?}"
             )));
         }
-        self.changed();
+        self.member_changed(user, group);
         Ok(())
     }
 
@@ -221,12 +221,12 @@ impl ControlPlane {
             )));
         }
         let stored = self.store().create_grant(actor, grant, now).await?;
-        self.changed();
+        self.grants_changed(&grant.resource.destination);
         Ok(stored)
     }
 
     /// The grant `id`, when the API may change it (not the policy file's).
-    async fn changeable_grant(&self, id: i64) -> Changed {
+    async fn changeable_grant(&self, id: i64) -> Changed<StoredGrant> {
         let stored = self.store().get_grant(id).await?;
         if let Some(request) = self.store().request_of_grant(id).await? {
             return Err(ChangeError::RequestOwned(format!(
@@ -238,7 +238,8 @@ impl ControlPlane {
             &grant_key(&stored.grant),
             &format!("grant {id}"),
         )
-        .await
+        .await?;
+        Ok(stored)
     }
 
     /// Changes when grant `id` lapses, if it is still at `revision`.
@@ -254,17 +255,17 @@ impl ControlPlane {
             .store()
             .update_grant_expiry(actor, id, revision, expires_at, self.now())
             .await?;
-        self.changed();
+        self.grants_changed(&updated.grant.resource.destination);
         Ok(updated)
     }
 
     /// Removes grant `id`.
     pub async fn delete_grant(&self, actor: &str, id: i64) -> Changed {
-        self.changeable_grant(id).await?;
+        let stored = self.changeable_grant(id).await?;
         self.store()
             .delete_grant(actor, id, None, self.now())
             .await?;
-        self.changed();
+        self.grants_changed(&stored.grant.resource.destination);
         Ok(())
     }
 
@@ -297,7 +298,7 @@ impl ControlPlane {
                 now,
             )
             .await?;
-        self.changed();
+        // A new key is like a login: proxies take its tokens without being told.
         Ok(made)
     }
 
@@ -318,7 +319,6 @@ impl ControlPlane {
             .delete_access_key(actor, id, self.now())
             .await?;
         self.session_ended(id, owner);
-        self.changed();
         Ok(())
     }
 

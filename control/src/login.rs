@@ -324,7 +324,6 @@ impl ControlPlane {
                             .await?;
                         self.session_ended(&key.id, &user.name);
                     }
-                    self.changed();
                     return Err(LoginFailure::Refused(format!(
                         "{} no longer accepts your login; run `infra login`",
                         provider.name

@@ -3,6 +3,7 @@
 //! - [`signing`]: token signing keys, their rotation, sessions and tokens.
 //! - [`policy_file`]: the bootstrap admin and the policy file's ownership of what it declares.
 //! - [`snapshots`]: what each destination's proxy decides with.
+//! - [`fanout`]: what changed, read from the store once per change, for every sync stream.
 //! - [`replicas`]: change notices between control replicas.
 //!
 //! The HTTP API ([`super::api`]) is a thin layer over this, [`crate::changes`] and
@@ -23,14 +24,16 @@ use super::Store;
 use super::oidc::OidcLogins;
 
 mod audit;
+mod fanout;
 mod policy_file;
 mod replicas;
 mod signing;
 mod snapshots;
 
+pub use fanout::{Event, Published};
 pub use policy_file::{grant_key, owned};
-use replicas::Announcement;
 use signing::{Keys, load_keys};
+pub use snapshots::CachedSnapshot;
 use snapshots::SharedView;
 
 /// The actor name the policy file's changes are recorded under.
@@ -134,6 +137,17 @@ pub struct ControlPlane {
     store: Store,
     /// What snapshots of every destination share, as of one change (see `shared_view`).
     shared: tokio::sync::Mutex<Option<Arc<SharedView>>>,
+    /// The last snapshot of each destination sent on sync streams, as of one change.
+    cached: tokio::sync::Mutex<std::collections::HashMap<String, Arc<CachedSnapshot>>>,
+    /// Changes to resolve and publish, in order (see [`fanout`]).
+    hints: tokio::sync::mpsc::UnboundedSender<fanout::Hint>,
+    /// Resolved changes, for every sync stream.
+    events: tokio::sync::broadcast::Sender<Arc<Published>>,
+    /// The `seq` of the last event; held for writing while an event is read and sent, for
+    /// reading while a snapshot is built.
+    published: tokio::sync::RwLock<u64>,
+    /// Announcements to the other replicas, in order (PostgreSQL only).
+    notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     config: ControlConfig,
     keys: ArcSwap<Keys>,
     changes: watch::Sender<u64>,
@@ -182,9 +196,22 @@ impl ControlPlane {
             crate::notify::RETRY_BASE,
             Arc::clone(&clock),
         ));
+        let (hints, hints_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, _) = tokio::sync::broadcast::channel(fanout::EVENT_BACKLOG);
+        let (notices, notices_rx) = if store.database_kind() == "postgres" {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let plane = Arc::new(Self {
             store,
             shared: tokio::sync::Mutex::new(None),
+            cached: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            hints,
+            events,
+            published: tokio::sync::RwLock::new(0),
+            notices,
             config,
             keys: ArcSwap::from_pointee(keys),
             changes,
@@ -200,6 +227,11 @@ impl ControlPlane {
             on_call: crate::oncall::OnCall::new(outbound),
             notifications,
         });
+        plane.load_ended().await?;
+        plane.spawn_publisher(hints_rx);
+        if let Some(queue) = notices_rx {
+            plane.spawn_notifier(queue);
+        }
         plane.apply_policy_file(policy).await?;
         plane.bootstrap(policy).await?;
         plane.spawn_replica_listener();
@@ -227,18 +259,10 @@ impl ControlPlane {
         &self.config.issuer
     }
 
-    /// A receiver that sees a new number whenever grants, memberships or users change.
+    /// A receiver that sees a new number whenever something a proxy decides with changed
+    /// (after the change's event is published, see [`Self::subscribe_events`]).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-
-    /// Tells subscribers, here and on the other control replicas, that policy changed.
-    pub fn changed(&self) {
-        self.changes.send_modify(|n| *n += 1);
-        self.announce(&Announcement {
-            from: self.replica.clone(),
-            ended: Vec::new(),
-        });
     }
 
     /// Records what `destination`'s proxy says of its cluster: the roles its grants name but
@@ -285,18 +309,5 @@ impl ControlPlane {
     /// The roles `destination`'s proxy last reported missing.
     pub fn unknown_roles(&self, destination: &str) -> Vec<String> {
         self.cluster_report(destination).unknown_roles
-    }
-
-    /// Notes that the session `id` of `user` has ended (logout, a deleted key or user, a
-    /// provider's refusal). Call before or after deleting it; then [`Self::changed`].
-    pub fn session_ended(&self, id: &str, user: &str) {
-        self.ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), (user.to_owned(), self.now()));
-        self.announce(&Announcement {
-            from: self.replica.clone(),
-            ended: vec![(id.to_owned(), user.to_owned())],
-        });
     }
 }

@@ -411,7 +411,8 @@ impl ControlPlane {
             RequestOutcome::Recorded(request) => request,
             RequestOutcome::Decided(request) => {
                 if request.state == RequestState::Approved {
-                    self.changed();
+                    // A delta of this destination's grants to its proxies.
+                    self.grants_changed(&request.destination);
                 }
                 self.notify(reviewer, &request);
                 request
@@ -494,7 +495,7 @@ impl ControlPlane {
             .store()
             .end_request(actor, id, RequestState::Approved, &comment, self.now())
             .await?;
-        self.changed();
+        self.grants_changed(&request.destination);
         self.notify(actor, &request);
         Ok(request)
     }
@@ -526,13 +527,13 @@ impl ControlPlane {
                     Ok(swept) => {
                         for id in swept.expired.iter().chain(&swept.ended) {
                             if let Ok(request) = this.store().get_request(*id).await {
+                                if request.state == RequestState::Ended {
+                                    // The grant lapsed on its own at the proxies; the delta
+                                    // brings their list in step before the purge.
+                                    this.grants_changed(&request.destination);
+                                }
                                 this.notify("infra", &request);
                             }
-                        }
-                        if !swept.ended.is_empty() {
-                            // The grants lapsed on their own at the proxies; the purge removes
-                            // them from the store.
-                            this.changed();
                         }
                     }
                     Err(error) => {

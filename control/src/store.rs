@@ -250,6 +250,7 @@ mod access_keys;
 mod audit;
 mod audit_events;
 mod destinations;
+mod ended_sessions;
 mod grants;
 mod groups;
 mod identities;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use infra_api::sync::{Message, Snapshot, WireGrant};
+use infra_api::sync::{Change, Delta, Message, Snapshot, WireGrant};
 use infra_api::{
     Access, AccessKey, Destination, DestinationBody, ErrorBody, Grant, GrantUpdate, Group,
     IdentityLink, KeyKind, LoginRequest, LoginResponse, Me, NewGrant, NewGroup, NewKey,
@@ -617,6 +617,8 @@ fn requests_the_clients_send_fit_their_schemas() {
 fn sync_messages_fit_their_schema() {
     let doc = document();
     let snapshot = Snapshot {
+        protocol: infra_api::sync::PROTOCOL,
+        seq: 41,
         generation: 1_765_000_000_000,
         destination: "production".into(),
         issuer: "https://infra.example.com".into(),
@@ -638,13 +640,37 @@ fn sync_messages_fit_their_schema() {
             },
         ],
         members: BTreeMap::from([("suzie@example.com".into(), vec!["Engineering".into()])]),
-        sessions: BTreeMap::from([("k1".into(), "suzie@example.com".into())]),
-        ended: BTreeMap::new(),
+        ended: BTreeMap::from([("k0".into(), "suzie@example.com".into())]),
+    };
+    let delta = Delta {
+        after: 41,
+        seq: 44,
+        changes: vec![
+            Change::Member {
+                user: "carl@example.com".into(),
+                groups: vec!["Engineering".into()],
+            },
+            Change::Grants {
+                removed: vec![],
+                added: vec![WireGrant {
+                    user: Some("carl@example.com".into()),
+                    group: None,
+                    role: "view".into(),
+                    resource: "production.db".into(),
+                    expires_at: None,
+                }],
+            },
+            Change::Ended(BTreeMap::from([("k1".into(), "suzie@example.com".into())])),
+        ],
     };
     fits(
         &doc,
         "SyncMessage",
-        &[Message::Snapshot(Box::new(snapshot)), Message::Heartbeat(9)],
+        &[
+            Message::Snapshot(Box::new(snapshot)),
+            Message::Delta(delta),
+            Message::Heartbeat(44),
+        ],
         false,
     );
 }

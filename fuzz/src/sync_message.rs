@@ -4,6 +4,8 @@
 //! [`Sessions`], and [`SyncState::apply`] into a [`PolicyHandle`] that then decides.
 //! The same bytes are what a restarting proxy reads back from its saved snapshot file.
 //!
+//! A delta is applied on a snapshot at its `after` (see `check_delta`).
+//!
 //! Input: the line's bytes.
 //!
 //! Invariants:
@@ -13,15 +15,16 @@
 //! - every grant `snapshot_grants` keeps goes back on the wire as it came, and it keeps every
 //!   grant that names one subject and a well-formed resource;
 //! - `snapshot_keys` reads the snapshot's JWKS exactly when `Jwks::from_json` does;
-//! - sessions: a live session's owner gets the snapshot's groups, any other user gets nothing
-//!   from it, and an ended session (not live again) gets nothing;
+//! - sessions: a token naming a session that has not ended gets the snapshot's groups of its
+//!   user (none when the snapshot lists none), whatever groups the token claims; an ended
+//!   session, or none, gets nothing;
 //! - applying the snapshot puts its generation and keys in force, and every `Allow` the policy
 //!   then gives comes from an active grant of this destination naming the user, one of their
 //!   groups, or `system:authenticated`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use infra_api::sync::{Message, Snapshot, WireGrant};
+use infra_api::sync::{Change, Delta, Message, PROTOCOL, Snapshot, WireGrant};
 use infra_authz::attributes::parse;
 use infra_authz::decision::{Decision, Identity};
 use infra_authz::policy::{Grant, Resource, Subject};
@@ -53,8 +56,91 @@ pub fn sync_message(data: &[u8]) {
             String::from_utf8_lossy(&line)
         ))
     );
-    if let Message::Snapshot(snapshot) = &message {
-        check_snapshot(snapshot, &context);
+    match &message {
+        Message::Snapshot(snapshot) => check_snapshot(snapshot, &context),
+        Message::Delta(delta) => check_delta(delta, &context),
+        Message::Heartbeat(_) => {}
+    }
+}
+
+/// A delta applied on a snapshot at its `after`: it applies; its ended sessions are refused; each
+/// user's last `member` change gives their groups; a delta at another `seq` is a gap that changes
+/// nothing and makes the proxy refuse.
+fn check_delta(delta: &Delta, context: &dyn Fn(&str) -> String) {
+    let base = Snapshot {
+        protocol: PROTOCOL,
+        seq: delta.after,
+        generation: 1,
+        destination: "production".into(),
+        issuer: "https://infra.example.com".into(),
+        jwks: serde_json::json!({"keys": []}),
+        grants: Vec::new(),
+        members: std::collections::BTreeMap::new(),
+        ended: std::collections::BTreeMap::new(),
+    };
+    let handle = PolicyHandle::new("production", &[], RoleSet::builtin());
+    let now = UNIX_EPOCH + Duration::from_secs(NOW);
+    let state = SyncState::in_process();
+    state.apply_stream_snapshot(base.clone(), &handle, now);
+    let mut gap = delta.clone();
+    gap.after = delta.after.wrapping_add(1);
+    assert!(
+        state.apply_delta(gap, &handle, now).is_err(),
+        "{}",
+        context("a delta after another seq applied")
+    );
+    assert!(state.has_gap(), "{}", context("a gap not noted"));
+    state.apply_stream_snapshot(base, &handle, now);
+    assert!(
+        state.apply_delta(delta.clone(), &handle, now).is_ok(),
+        "{}",
+        context("a delta at the snapshot's seq not applied")
+    );
+    assert_eq!(state.seq(), delta.seq, "{}", context("seq"));
+    let mut groups: std::collections::BTreeMap<&str, &Vec<String>> =
+        std::collections::BTreeMap::new();
+    let mut ended: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for change in &delta.changes {
+        match change {
+            Change::Member { user, groups: now } => {
+                groups.insert(user, now);
+            }
+            Change::Ended(sessions) => ended.extend(sessions.keys().map(String::as_str)),
+            Change::Grants { .. } => {}
+        }
+    }
+    let sessions = state.sessions().load_full();
+    for id in ended.iter().take(8) {
+        let token = Identity::new("anyone", ["g"]);
+        assert_eq!(
+            sessions.identity(Some(id), &token),
+            None,
+            "{}",
+            context(&format!("ended session {id:?}"))
+        );
+    }
+    let live = "fuzz-live-session";
+    if !ended.contains(live) {
+        for (user, want) in groups.iter().take(8) {
+            let token = Identity::new(*user, ["from-the-token"]);
+            let got = sessions
+                .identity(Some(live), &token)
+                .map(|i| i.groups().map(str::to_owned).collect::<Vec<_>>());
+            let mut want: Vec<String> = (*want).clone();
+            want.sort();
+            want.dedup();
+            let got = got.map(|mut g| {
+                g.sort();
+                g.dedup();
+                g
+            });
+            assert_eq!(
+                got,
+                Some(want),
+                "{}",
+                context(&format!("groups of {user:?}"))
+            );
+        }
     }
 }
 
@@ -94,43 +180,48 @@ fn check_snapshot(snapshot: &Snapshot, context: &dyn Fn(&str) -> String) {
 
     let sessions = Sessions::from_snapshot(snapshot);
     assert_eq!(
-        sessions.len(),
-        snapshot.sessions.len(),
+        sessions.ended(),
+        snapshot.ended.len(),
         "{}",
-        context("sessions")
+        context("ended")
     );
-    for (id, owner) in snapshot.sessions.iter().take(8) {
+    for owner in snapshot
+        .members
+        .keys()
+        .take(8)
+        .chain(std::iter::once(&"nobody".to_owned()))
+    {
         let token = Identity::new(owner.as_str(), ["from-the-token"]);
         let want = Identity::new(
             owner.as_str(),
             snapshot.members.get(owner).cloned().unwrap_or_default(),
         );
-        let got = sessions.identity(Some(id), &token, 0);
+        let live = format!("{owner}-live-session");
+        if !snapshot.ended.contains_key(&live) {
+            let got = sessions.identity(Some(&live), &token);
+            assert_eq!(
+                got.as_ref()
+                    .map(|i| (i.user(), i.groups().collect::<Vec<_>>())),
+                Some((want.user(), want.groups().collect())),
+                "{}",
+                context(&format!("a live session of {owner:?}"))
+            );
+        }
         assert_eq!(
-            got.as_ref()
-                .map(|i| (i.user(), i.groups().collect::<Vec<_>>())),
-            Some((want.user(), want.groups().collect())),
-            "{}",
-            context(&format!("live session {id:?}"))
-        );
-        let stranger = Identity::new(format!("{owner}-other"), Vec::<String>::new());
-        assert_eq!(
-            sessions.identity(Some(id), &stranger, u64::MAX),
+            sessions.identity(None, &token),
             None,
             "{}",
-            context(&format!("session {id:?} of another user"))
+            context("a token without a session")
         );
     }
     for id in snapshot.ended.keys().take(8) {
-        if !snapshot.sessions.contains_key(id) {
-            let token = Identity::new("anyone", ["g"]);
-            assert_eq!(
-                sessions.identity(Some(id), &token, u64::MAX),
-                None,
-                "{}",
-                context(&format!("ended session {id:?}"))
-            );
-        }
+        let token = Identity::new("anyone", ["g"]);
+        assert_eq!(
+            sessions.identity(Some(id), &token),
+            None,
+            "{}",
+            context(&format!("ended session {id:?}"))
+        );
     }
 
     apply_and_decide(snapshot, &grants, keys.is_ok(), context);

@@ -63,7 +63,6 @@ pub struct IssuerConfig {
 struct Verified {
     identity: Identity,
     session: Option<String>,
-    session_started: u64,
 }
 
 #[derive(Debug)]
@@ -344,18 +343,13 @@ impl Authenticator {
             |claims| Verified {
                 identity: Identity::new(claims.user, claims.groups),
                 session: claims.session,
-                session_started: claims.session_started.unwrap_or(0),
             },
         )?;
         // Infra's own tokens: believe the snapshot, not the token, about the session and groups.
         if let Some(sessions) = &issuer.config.sessions {
             return sessions
                 .load()
-                .identity(
-                    identity.session.as_deref(),
-                    &identity.identity,
-                    identity.session_started,
-                )
+                .identity(identity.session.as_deref(), &identity.identity)
                 .map(|identity| (identity, hit))
                 .ok_or(AuthnError::SessionEnded);
         }

@@ -1,20 +1,24 @@
 //! Policy snapshots: what a proxy needs from the control plane to decide on its own — the grants
-//! of its destination, the group memberships of users, the live sessions (access key ids) that
-//! tokens were traded for, and the keys that verify those tokens — with a generation number.
+//! of its destination, the members of the groups those grants name, the sessions that ended
+//! lately, and the keys that verify the control plane's tokens.
 //!
-//! A proxy in the control plane's process gets a new snapshot on every change. A proxy in another
-//! cluster (`--control-url`) receives them over one long-lived HTTP stream from the control API
-//! (a snapshot on connect and on every change, heartbeats between), keeps the last one on disk so
-//! it can start while the control plane is down, and fails closed with a clear 503 when it has
-//! heard nothing for longer than the staleness bound.
+//! A proxy in the control plane's process builds a new snapshot on every change. A proxy in
+//! another cluster (`--control-url`) follows one long-lived HTTP stream from the control API
+//! (sync protocol [`PROTOCOL`]): a snapshot on connect, then a delta for each change that concerns
+//! its destination, each naming the `seq` it follows — a proxy that sees another (a gap) refuses
+//! to decide until it has started again from a new snapshot. It keeps what it holds on disk so it
+//! can start while the control plane is down, and fails closed with a clear 503 when it has heard
+//! nothing for longer than the staleness bound.
 //!
-//! Revocation is what snapshots are for: a token carries its session id (`sid`) and the user's
-//! groups at issue time, but the proxy believes the snapshot: a token whose session has ended is
-//! refused, and the groups come from the snapshot's memberships, not from the token. So removing
-//! a grant, a membership, a user or a key takes effect as soon as the snapshot arrives, not when
-//! the token expires. Open long-running streams are re-checked too (see [`crate::streams`]).
+//! Revocation is what the stream is for: a token carries its session id (`sid`) and the user's
+//! groups at issue time, but the proxy believes the control plane: a token whose session has
+//! ended is refused, and the groups come from the snapshot's memberships, not from the token. So
+//! removing a grant, a membership, a user or a key takes effect as soon as its delta arrives, not
+//! when the token expires. Open long-running streams are re-checked too (see [`crate::streams`]).
+//! A new session needs no message: its tokens are signed by the control plane and name it, and
+//! the proxy takes them unless it heard that the session ended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +31,11 @@ use infra_authz::decision::Identity;
 use infra_authz::policy::Grant;
 use infra_authz::token::Jwks;
 
-pub use infra_api::sync::{Message, Snapshot, WireGrant};
+pub use infra_api::sync::{Change, Delta, Message, PROTOCOL, Snapshot, WireGrant};
+pub use stream::StreamReader;
+use stream::follow;
+
+mod stream;
 pub use infra_authz::policy::wire::unix;
 
 /// The grants of `snapshot`, well formed ones only (a malformed one is logged and left out: it
@@ -51,77 +59,86 @@ pub fn snapshot_keys(snapshot: &Snapshot) -> Result<Jwks> {
     Jwks::from_json(&snapshot.jwks.to_string()).map_err(|e| anyhow!("snapshot keys: {e}"))
 }
 
-/// Who may use the control plane's tokens, from the snapshot in force.
+/// How long a proxy remembers a session it heard had ended, across snapshots (longer than a token
+/// of the control plane lives by default; the control plane keeps them as long as its tokens
+/// live, in its store).
+pub const ENDED_RETENTION: Duration = Duration::from_mins(30);
+
+/// Who may use the control plane's tokens, from the policy in force.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    /// The snapshot's generation (milliseconds since the epoch on the control plane's clock).
-    generation: u64,
-    /// Session id → user.
-    by_id: HashMap<String, String>,
     /// Sessions ended lately.
-    ended: std::collections::HashSet<String>,
-    /// User → the identity to impersonate (with the snapshot's groups), built once.
-    identities: HashMap<String, Identity>,
+    ended: Arc<HashSet<String>>,
+    /// User → the identity to impersonate (with the groups that matter here), built once.
+    identities: Arc<HashMap<String, Identity>>,
 }
 
 impl Sessions {
     /// The view of `snapshot`.
     pub fn from_snapshot(snapshot: &Snapshot) -> Self {
-        let by_id: HashMap<String, String> = snapshot
-            .sessions
-            .iter()
-            .map(|(id, user)| (id.clone(), user.clone()))
-            .collect();
-        let mut identities = HashMap::new();
-        for user in by_id.values() {
-            if identities.contains_key(user) {
-                continue;
-            }
-            let groups = snapshot.members.get(user).cloned().unwrap_or_default();
-            identities.insert(user.clone(), Identity::new(user.clone(), groups));
-        }
         Self {
-            generation: snapshot.generation,
-            by_id,
-            ended: snapshot.ended.keys().cloned().collect(),
-            identities,
+            ended: Arc::new(snapshot.ended.keys().cloned().collect()),
+            identities: Arc::new(identities(&snapshot.members)),
         }
     }
 
-    /// The identity to use for a token of `token`'s user traded for `session`, which began at
-    /// `session_started` (Unix seconds): with the snapshot's groups when the session is live;
-    /// `None` when it has ended. A session that may be newer than the snapshot is taken at the
-    /// token's word until a snapshot newer than the session arrives.
-    pub fn identity(
-        &self,
-        session: Option<&str>,
-        token: &Identity,
-        session_started: u64,
-    ) -> Option<Identity> {
-        let user = token.user();
-        if let Some(owner) = session.and_then(|s| self.by_id.get(s)) {
-            return (owner == user)
-                .then(|| self.identities.get(user).cloned())
-                .flatten();
-        }
-        if session.is_some_and(|s| self.ended.contains(s)) {
+    /// The identity to use for a token of `token`'s user traded for `session`: with the groups
+    /// the control plane says the user is in (among those this destination's grants name), or
+    /// `None` when the token names no session or one that has ended. A session the proxy never
+    /// heard of is live: the control plane signed a token for it, and would have said had it
+    /// ended.
+    pub fn identity(&self, session: Option<&str>, token: &Identity) -> Option<Identity> {
+        let session = session?;
+        if self.ended.contains(session) {
             return None;
         }
-        // Whole seconds: the session may have begun any time within the second after it.
-        let newer_than_snapshot =
-            session_started.saturating_add(1).saturating_mul(1000) > self.generation;
-        (session.is_some() && newer_than_snapshot).then(|| token.clone())
+        let user = token.user();
+        Some(
+            self.identities
+                .get(user)
+                .cloned()
+                .unwrap_or_else(|| Identity::new(user.to_owned(), Vec::<String>::new())),
+        )
     }
 
-    /// The number of live sessions.
-    pub fn len(&self) -> usize {
-        self.by_id.len()
+    /// The number of sessions known to have ended.
+    pub fn ended(&self) -> usize {
+        self.ended.len()
     }
+}
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
+fn identities(
+    members: &std::collections::BTreeMap<String, Vec<String>>,
+) -> HashMap<String, Identity> {
+    members
+        .iter()
+        .map(|(user, groups)| (user.clone(), Identity::new(user.clone(), groups.clone())))
+        .collect()
+}
+
+/// Why a message of the sync stream was not applied: the proxy missed something, and must start
+/// again from a snapshot (it refuses to decide until then).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the sync stream is at {got} but this proxy is at {held}: a change was missed; starting again from a snapshot"
+)]
+pub struct Gap {
+    /// The `seq` the proxy holds.
+    pub held: u64,
+    /// The `seq` the message follows.
+    pub got: u64,
+}
+
+/// The policy a remote proxy holds: the last snapshot with every delta since applied.
+#[derive(Debug, Default)]
+struct Held {
+    snapshot: Option<Snapshot>,
+    /// When this proxy first heard of each ended session (kept across snapshots for
+    /// [`ENDED_RETENTION`]).
+    heard: HashMap<String, SystemTime>,
+    /// Changed since last saved.
+    dirty: bool,
+    saved_at: Option<std::time::Instant>,
 }
 
 /// The snapshot state of one proxy.
@@ -135,34 +152,36 @@ pub struct SyncState {
     /// Fail closed after this long without a word; `None` in the control plane's process.
     staleness: Option<Duration>,
     file: Option<PathBuf>,
+    held: std::sync::Mutex<Held>,
+    /// A change was missed: refuse to decide until a new snapshot is in force.
+    gap: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
-    /// State for a proxy in the control plane's process (never stale).
-    pub fn in_process() -> Arc<Self> {
+    fn new(staleness: Option<Duration>, file: Option<PathBuf>) -> Arc<Self> {
         Arc::new(Self {
             sessions: Arc::new(ArcSwap::from_pointee(Sessions::default())),
             keys: ArcSwap::from_pointee(None),
             generation: AtomicU64::new(0),
             last_contact: AtomicU64::new(0),
-            staleness: None,
-            file: None,
+            staleness,
+            file,
+            held: std::sync::Mutex::new(Held::default()),
+            gap: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// State for a proxy in the control plane's process (never stale).
+    pub fn in_process() -> Arc<Self> {
+        Self::new(None, None)
     }
 
     /// State for a proxy that syncs from a remote control plane, persisted at `file`.
     pub fn remote(file: PathBuf, staleness: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            sessions: Arc::new(ArcSwap::from_pointee(Sessions::default())),
-            keys: ArcSwap::from_pointee(None),
-            generation: AtomicU64::new(0),
-            last_contact: AtomicU64::new(0),
-            staleness: Some(staleness),
-            file: Some(file),
-        })
+        Self::new(Some(staleness), Some(file))
     }
 
-    /// The live sessions, shared with the authenticator.
+    /// The sessions view, shared with the authenticator.
     pub fn sessions(&self) -> Arc<ArcSwap<Sessions>> {
         Arc::clone(&self.sessions)
     }
@@ -175,6 +194,21 @@ impl SyncState {
     /// The generation in force (0: none yet).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The `seq` of the last message of the sync stream in force (0: none).
+    pub fn seq(&self) -> u64 {
+        self.lock_held().snapshot.as_ref().map_or(0, |s| s.seq)
+    }
+
+    /// Notes a missed change: the proxy refuses to decide until the next snapshot.
+    pub(crate) fn mark_gap(&self) {
+        self.gap.store(true, Ordering::Release);
+    }
+
+    /// Whether a missed change keeps the proxy from deciding until the next snapshot.
+    pub fn has_gap(&self) -> bool {
+        self.gap.load(Ordering::Acquire)
     }
 
     /// Notes that the control plane was heard from at `now`.
@@ -190,13 +224,18 @@ impl SyncState {
         }
     }
 
-    /// Why the proxy must not decide now, if it must not: no snapshot yet, or the last word from
-    /// the control plane is older than the staleness bound.
+    /// Why the proxy must not decide now, if it must not: no snapshot yet, a missed change, or
+    /// the last word from the control plane is older than the staleness bound.
     pub fn refuse_reason(&self, now: SystemTime) -> Option<String> {
         let staleness = self.staleness?;
         if self.generation() == 0 {
             return Some(
                 "infra-proxy has no policy yet: it has not reached the control plane since it started, and has no saved snapshot".to_owned(),
+            );
+        }
+        if self.has_gap() {
+            return Some(
+                "infra-proxy missed a change from the control plane and is fetching its policy again".to_owned(),
             );
         }
         let age = self.age(now).unwrap_or(Duration::MAX);
@@ -209,25 +248,175 @@ impl SyncState {
         })
     }
 
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Puts `snapshot` in force: grants into `handle`, sessions and keys here. Older or equal
-    /// generations are ignored. Returns whether it was applied.
+    /// generations are ignored (the proxy in the control plane's process, a saved snapshot).
+    /// Returns whether it was applied.
     pub fn apply(&self, snapshot: &Snapshot, handle: &crate::policy::PolicyHandle) -> bool {
         let current = self.generation();
         if snapshot.generation <= current && current != 0 {
             return false;
         }
-        match snapshot_keys(snapshot) {
+        // The snapshot's time stands for when its ended sessions were heard of.
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(snapshot.generation);
+        self.install(snapshot.clone(), handle, at);
+        true
+    }
+
+    /// Puts a snapshot from the sync stream in force, whatever its generation (the stream is
+    /// the control plane's word now), keeping the ended sessions heard of before.
+    pub fn apply_stream_snapshot(
+        &self,
+        snapshot: Snapshot,
+        handle: &crate::policy::PolicyHandle,
+        now: SystemTime,
+    ) {
+        self.install(snapshot, handle, now);
+        self.gap.store(false, Ordering::Release);
+    }
+
+    fn install(
+        &self,
+        mut snapshot: Snapshot,
+        handle: &crate::policy::PolicyHandle,
+        now: SystemTime,
+    ) {
+        let mut held = self.lock_held();
+        // Sessions ended stay ended: a restarted control plane may not know them any more.
+        held.heard
+            .retain(|_, at| now.duration_since(*at).unwrap_or_default() < ENDED_RETENTION);
+        if let Some(previous) = held.snapshot.take() {
+            for (id, user) in previous.ended {
+                if held.heard.contains_key(&id) {
+                    snapshot.ended.entry(id).or_insert(user);
+                }
+            }
+        }
+        for id in snapshot.ended.keys() {
+            held.heard.entry(id.clone()).or_insert(now);
+        }
+        match snapshot_keys(&snapshot) {
             Ok(keys) => self.keys.store(Arc::new(Some(keys))),
             Err(error) => {
                 tracing::error!(%error, "a snapshot's keys do not parse; keeping the old ones");
             }
         }
         self.sessions
-            .store(Arc::new(Sessions::from_snapshot(snapshot)));
-        handle.replace(&snapshot_grants(snapshot));
+            .store(Arc::new(Sessions::from_snapshot(&snapshot)));
+        handle.replace(&snapshot_grants(&snapshot));
         self.generation
             .store(snapshot.generation, Ordering::Release);
-        true
+        held.snapshot = Some(snapshot);
+        held.dirty = true;
+    }
+
+    /// Applies a delta of the sync stream. A delta that does not follow the last message (or
+    /// comes before any snapshot) is a [`Gap`]: nothing is applied, and the proxy refuses to
+    /// decide until the next snapshot.
+    pub fn apply_delta(
+        &self,
+        delta: Delta,
+        handle: &crate::policy::PolicyHandle,
+        now: SystemTime,
+    ) -> Result<(), Gap> {
+        let mut held = self.lock_held();
+        let held = &mut *held;
+        let Some(snapshot) = held.snapshot.as_mut().filter(|s| s.seq == delta.after) else {
+            self.gap.store(true, Ordering::Release);
+            return Err(Gap {
+                held: held.snapshot.as_ref().map_or(0, |s| s.seq),
+                got: delta.after,
+            });
+        };
+        let current = self.sessions.load();
+        let mut identities: Option<HashMap<String, Identity>> = None;
+        let mut ended: Option<HashSet<String>> = None;
+        let mut grants_changed = false;
+        for change in delta.changes {
+            match change {
+                Change::Member { user, groups } => {
+                    let identities =
+                        identities.get_or_insert_with(|| current.identities.as_ref().clone());
+                    if groups.is_empty() {
+                        identities.remove(&user);
+                        snapshot.members.remove(&user);
+                    } else {
+                        identities
+                            .insert(user.clone(), Identity::new(user.clone(), groups.clone()));
+                        snapshot.members.insert(user, groups);
+                    }
+                }
+                Change::Grants { removed, added } => {
+                    for gone in removed {
+                        if let Some(at) = snapshot.grants.iter().position(|g| *g == gone) {
+                            snapshot.grants.remove(at);
+                        }
+                    }
+                    snapshot.grants.extend(added);
+                    grants_changed = true;
+                }
+                Change::Ended(sessions) => {
+                    let ended = ended.get_or_insert_with(|| current.ended.as_ref().clone());
+                    for (id, user) in sessions {
+                        ended.insert(id.clone());
+                        held.heard.entry(id.clone()).or_insert(now);
+                        snapshot.ended.insert(id, user);
+                    }
+                }
+            }
+        }
+        snapshot.seq = delta.seq;
+        if identities.is_some() || ended.is_some() {
+            self.sessions.store(Arc::new(Sessions {
+                ended: ended.map_or_else(|| Arc::clone(&current.ended), Arc::new),
+                identities: identities.map_or_else(|| Arc::clone(&current.identities), Arc::new),
+            }));
+        }
+        if grants_changed {
+            handle.replace(&snapshot_grants(snapshot));
+        }
+        held.dirty = true;
+        Ok(())
+    }
+
+    /// Checks a heartbeat's `seq` against the last message applied.
+    pub fn check_heartbeat(&self, seq: u64) -> Result<(), Gap> {
+        let held = self.seq();
+        if held == seq {
+            Ok(())
+        } else {
+            self.gap.store(true, Ordering::Release);
+            Err(Gap { held, got: seq })
+        }
+    }
+
+    /// Writes what the proxy holds to the state file (atomically, mode 0600) when it changed
+    /// and the last write is at least `every` old.
+    pub fn persist_if_due(&self, every: Duration) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut held = self.lock_held();
+        if !held.dirty || held.saved_at.is_some_and(|at| at.elapsed() < every) {
+            return Ok(());
+        }
+        let Some(snapshot) = &held.snapshot else {
+            return Ok(());
+        };
+        let text = serde_json::to_vec(snapshot).context("encoding the snapshot")?;
+        held.dirty = false;
+        held.saved_at = Some(std::time::Instant::now());
+        drop(held);
+        let written = write_private(file, &text);
+        if written.is_err() {
+            self.lock_held().dirty = true;
+        }
+        written
     }
 
     /// Writes `snapshot` to the state file (atomically, mode 0600).
@@ -249,15 +438,25 @@ impl SyncState {
         }
     }
 
-    /// Reads the state file, if there is one.
+    /// Reads the state file, if there is one. A file this version cannot read (another protocol,
+    /// a damaged one) is left aside with a warning: the proxy then refuses to decide until the
+    /// control plane is reached.
     pub fn load(&self) -> Result<Option<Snapshot>> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
         match std::fs::read(file) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("the saved snapshot {} is not valid", file.display())
-            })?)),
+            Ok(bytes) => match serde_json::from_slice::<Snapshot>(&bytes) {
+                Ok(snapshot) if snapshot.protocol == PROTOCOL => Ok(Some(snapshot)),
+                Ok(snapshot) => {
+                    tracing::warn!(file = %file.display(), protocol = snapshot.protocol, "the saved snapshot is of another sync protocol; ignoring it");
+                    Ok(None)
+                }
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "the saved snapshot cannot be read by this version; ignoring it");
+                    Ok(None)
+                }
+            },
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => {
                 Err(error).with_context(|| format!("reading the saved snapshot {}", file.display()))
@@ -351,6 +550,7 @@ pub fn spawn_remote(
     }
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
+        let mut quick_retry = false;
         loop {
             match follow(&http, &remote, &state, &handle, clock.as_ref()).await {
                 Ok(()) => backoff = Duration::from_millis(500),
@@ -358,6 +558,14 @@ pub fn spawn_remote(
                     tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "sync with the control plane interrupted");
                 }
             }
+            if state.has_gap() && !quick_retry {
+                // A missed change: the proxy refuses until it has a snapshot again, so ask at
+                // once (once; then with the usual backoff).
+                quick_retry = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            quick_retry = false;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -397,78 +605,6 @@ async fn register(
     Ok(())
 }
 
-async fn follow(
-    http: &reqwest::Client,
-    remote: &Remote,
-    state: &SyncState,
-    handle: &crate::policy::PolicyHandle,
-    clock: &dyn Clock,
-) -> Result<()> {
-    // Registration (where users reach this proxy, its CA, what it reports of its cluster) is
-    // renewed every minute; a refusal of it must not keep the proxy from its policy.
-    if let Err(error) = register(http, remote, handle).await {
-        tracing::warn!(
-            error = format!("{error:#}"),
-            "registering with the control plane failed; following its policy anyway"
-        );
-    }
-    let base = remote.control_url.trim_end_matches('/');
-    let mut response = http
-        .get(format!("{base}/api/sync/{}", remote.destination))
-        .bearer_auth(remote.access_key.expose())
-        .send()
-        .await
-        .context("opening the sync stream")?;
-    if !response.status().is_success() {
-        bail!(
-            "the control plane refused the sync stream: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Some(chunk) = response.chunk().await.context("reading the sync stream")? {
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() > 64 * 1024 * 1024 {
-            bail!("a sync message is larger than 64 MiB");
-        }
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = &line[..line.len() - 1];
-            if line.is_empty() {
-                continue;
-            }
-            let message: Message =
-                serde_json::from_slice(line).context("a sync message does not parse")?;
-            let now = clock.now();
-            state.contact(now);
-            if let Message::Heartbeat(_) = message {
-                state.touch_file(now);
-            }
-            if let Message::Snapshot(snapshot) = message {
-                if snapshot.destination != remote.destination {
-                    bail!(
-                        "the control plane sent the policy of {:?}, not {:?}",
-                        snapshot.destination,
-                        remote.destination
-                    );
-                }
-                if state.apply(&snapshot, handle) {
-                    tracing::info!(
-                        generation = snapshot.generation,
-                        grants = snapshot.grants.len(),
-                        "snapshot from the control plane in force"
-                    );
-                    if let Err(error) = state.persist(&snapshot) {
-                        tracing::warn!(error = format!("{error:#}"), "cannot save the snapshot");
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +613,8 @@ mod tests {
 
     fn snapshot(generation: u64) -> Snapshot {
         Snapshot {
+            protocol: PROTOCOL,
+            seq: generation,
             generation,
             destination: "testing".into(),
             issuer: "https://control".into(),
@@ -489,48 +627,241 @@ mod tests {
                 expires_at: Some(2_000_000_000),
             }],
             members: BTreeMap::from([("suzie".to_owned(), vec!["Engineering".to_owned()])]),
-            sessions: BTreeMap::from([("k1".to_owned(), "suzie".to_owned())]),
             ended: BTreeMap::from([("k0".to_owned(), "suzie".to_owned())]),
         }
     }
 
+    fn handle() -> crate::policy::PolicyHandle {
+        crate::policy::PolicyHandle::new("testing", &[], infra_authz::rbac::RoleSet::builtin())
+    }
+
+    fn groups(identity: &Identity) -> Vec<&str> {
+        identity.groups().collect()
+    }
+
+    fn line(message: &Message) -> Vec<u8> {
+        serde_json::to_vec(message).expect("json")
+    }
+
+    fn delta(after: u64, seq: u64, changes: Vec<Change>) -> Message {
+        Message::Delta(Delta {
+            after,
+            seq,
+            changes,
+        })
+    }
+
     #[test]
-    fn sessions_give_the_snapshots_groups_only_for_live_sessions_of_their_user() {
-        // Generation: 1_900_000_000_500 ms.
-        let sessions = Sessions::from_snapshot(&snapshot(1_900_000_000_500));
+    fn sessions_are_live_until_they_end_with_the_snapshots_groups() {
+        let sessions = Sessions::from_snapshot(&snapshot(5));
         let suzie = Identity::new("suzie".to_owned(), vec!["Old".to_owned()]);
-        let carl = Identity::new("carl".to_owned(), Vec::<String>::new());
-        let before = 1_899_999_000;
-        let identity = sessions.identity(Some("k1"), &suzie, before).expect("live");
+        let carl = Identity::new("carl".to_owned(), vec!["Engineering".to_owned()]);
+        let identity = sessions.identity(Some("k1"), &suzie).expect("live");
         assert_eq!(
-            identity.groups().collect::<Vec<_>>(),
+            groups(&identity),
             vec!["Engineering"],
             "groups come from the snapshot"
         );
+        let identity = sessions
+            .identity(Some("never-heard-of"), &carl)
+            .expect("a session the proxy was not told of is live");
         assert!(
-            sessions.identity(Some("k2"), &suzie, before).is_none(),
-            "ended session"
+            groups(&identity).is_empty(),
+            "the token's groups are not believed: carl is in no group here"
         );
+        assert!(sessions.identity(Some("k0"), &suzie).is_none(), "ended");
         assert!(
-            sessions.identity(Some("k1"), &carl, before).is_none(),
-            "someone else's session"
-        );
-        assert!(
-            sessions.identity(None, &suzie, before).is_none(),
+            sessions.identity(None, &suzie).is_none(),
             "no session claim"
         );
-        // A token from the same second as the snapshot, or later, may be from a session the
-        // snapshot does not know yet.
-        let same_second = sessions
-            .identity(Some("k9"), &suzie, 1_900_000_000)
-            .expect("newer session");
-        assert_eq!(same_second.groups().collect::<Vec<_>>(), vec!["Old"]);
-        assert!(sessions.identity(None, &suzie, 1_900_000_001).is_none());
+    }
+
+    #[test]
+    fn deltas_change_members_grants_and_sessions_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = SyncState::remote(dir.path().join("s.json"), Duration::from_mins(15));
+        let handle = handle();
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let mut reader = StreamReader::new("testing");
+        reader
+            .line(
+                &line(&Message::Snapshot(Box::new(snapshot(5)))),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("snapshot");
+        assert_eq!(handle.grant_count(), 1);
+        let carl = Identity::new("carl".to_owned(), Vec::<String>::new());
+        // A user the proxy had not heard of joins a group with a grant here.
+        reader
+            .line(
+                &line(&delta(
+                    5,
+                    9,
+                    vec![
+                        Change::Member {
+                            user: "carl".into(),
+                            groups: vec!["Engineering".into()],
+                        },
+                        Change::Grants {
+                            removed: vec![],
+                            added: vec![WireGrant {
+                                user: Some("carl".into()),
+                                group: None,
+                                role: "edit".into(),
+                                resource: "testing.db".into(),
+                                expires_at: None,
+                            }],
+                        },
+                    ],
+                )),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("delta");
+        let sessions = state.sessions().load_full();
+        let identity = sessions.identity(Some("c1"), &carl).expect("live");
+        assert_eq!(groups(&identity), vec!["Engineering"]);
+        assert_eq!(handle.grant_count(), 2);
+        assert_eq!(state.seq(), 9);
+        // A login the proxy was never told of (session c1), then its logout: refused at once.
+        reader
+            .line(
+                &line(&delta(
+                    9,
+                    10,
+                    vec![
+                        Change::Ended(BTreeMap::from([("c1".to_owned(), "carl".to_owned())])),
+                        Change::Member {
+                            user: "carl".into(),
+                            groups: vec![],
+                        },
+                    ],
+                )),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("delta");
+        let sessions = state.sessions().load_full();
+        assert!(sessions.identity(Some("c1"), &carl).is_none(), "logged out");
+        let other = sessions
+            .identity(Some("c2"), &carl)
+            .expect("another session");
+        assert!(groups(&other).is_empty(), "carl left Engineering");
+        reader
+            .line(&line(&Message::Heartbeat(10)), &state, &handle, now)
+            .expect("heartbeat at the same seq");
+        assert!(state.refuse_reason(now).is_none());
+        // What the proxy holds is saved, deltas included.
+        state.persist_if_due(Duration::ZERO).expect("save");
+        let saved = state.load().expect("load").expect("saved");
+        assert_eq!(saved.seq, 10);
+        assert!(saved.ended.contains_key("c1"));
+        assert_eq!(saved.grants.len(), 2);
+    }
+
+    #[test]
+    fn a_gap_refuses_until_a_new_snapshot_and_ended_sessions_survive_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = SyncState::remote(dir.path().join("s.json"), Duration::from_mins(15));
+        let handle = handle();
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let suzie = Identity::new("suzie".to_owned(), Vec::<String>::new());
+        let mut reader = StreamReader::new("testing");
         assert!(
-            sessions
-                .identity(Some("k0"), &suzie, 1_900_000_000)
-                .is_none(),
-            "an ended session stays ended, however new"
+            reader
+                .line(&line(&delta(0, 1, vec![])), &state, &handle, now)
+                .is_err(),
+            "a delta before any snapshot"
+        );
+        let mut reader = StreamReader::new("testing");
+        reader
+            .line(
+                &line(&Message::Snapshot(Box::new(snapshot(5)))),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("snapshot");
+        assert!(state.refuse_reason(now).is_none());
+        reader
+            .line(
+                &line(&delta(
+                    5,
+                    6,
+                    vec![Change::Ended(BTreeMap::from([(
+                        "k7".to_owned(),
+                        "suzie".to_owned(),
+                    )]))],
+                )),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("delta");
+        // Change 7 never came.
+        let error = reader
+            .line(&line(&delta(7, 8, vec![])), &state, &handle, now)
+            .expect_err("a gap");
+        assert!(format!("{error:#}").contains("missed"), "{error:#}");
+        assert!(
+            state
+                .refuse_reason(now)
+                .expect("refuses")
+                .contains("missed a change")
+        );
+        // A heartbeat at another seq is a gap too.
+        assert!(state.check_heartbeat(99).is_err());
+        // The reconnect's snapshot comes from a control plane that forgot k7 (a restart).
+        let mut again = snapshot(20);
+        again.ended.clear();
+        let mut reader = StreamReader::new("testing");
+        reader
+            .line(
+                &line(&Message::Snapshot(Box::new(again))),
+                &state,
+                &handle,
+                now,
+            )
+            .expect("snapshot");
+        assert!(state.refuse_reason(now).is_none(), "in force again");
+        let sessions = state.sessions().load_full();
+        assert!(
+            sessions.identity(Some("k7"), &suzie).is_none(),
+            "an ended session stays ended across snapshots"
+        );
+        // Unknown messages and other protocols end the stream.
+        assert!(
+            reader
+                .line(br#"{"teleport":1}"#, &state, &handle, now)
+                .is_err()
+        );
+        let mut other = snapshot(30);
+        other.protocol = PROTOCOL + 1;
+        assert!(
+            StreamReader::new("testing")
+                .line(
+                    &line(&Message::Snapshot(Box::new(other))),
+                    &state,
+                    &handle,
+                    now
+                )
+                .is_err()
+        );
+        let mut elsewhere = snapshot(30);
+        elsewhere.destination = "prod".into();
+        assert!(
+            StreamReader::new("testing")
+                .line(
+                    &line(&Message::Snapshot(Box::new(elsewhere))),
+                    &state,
+                    &handle,
+                    now
+                )
+                .is_err()
         );
     }
 
@@ -550,8 +881,7 @@ mod tests {
     fn a_remote_proxy_refuses_without_a_snapshot_and_when_stale() {
         let dir = tempfile::tempdir().expect("dir");
         let state = SyncState::remote(dir.path().join("s.json"), Duration::from_mins(15));
-        let handle =
-            crate::policy::PolicyHandle::new("testing", &[], infra_authz::rbac::RoleSet::builtin());
+        let handle = handle();
         let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
         assert!(
             state
@@ -580,6 +910,13 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+        // A file of the first protocol (live sessions, no version) is set aside, not fatal.
+        std::fs::write(
+            dir.path().join("s.json"),
+            br#"{"generation":1,"destination":"testing","issuer":"i","jwks":{},"grants":[],"members":{},"sessions":{},"ended":{}}"#,
+        )
+        .expect("write");
+        assert_eq!(state.load().expect("load"), None);
         assert!(SyncState::in_process().refuse_reason(now).is_none());
     }
 }

@@ -1,33 +1,71 @@
 //! Replicas of the control plane (on PostgreSQL) tell each other of changes: a notice on every
-//! change, with the sessions that ended, so every replica's proxies hear of it at once.
+//! change with what it touched (the [`Hint`]s), so that every replica reads the new state from
+//! the shared store and its proxies hear of it at once.
 
 use std::sync::Arc;
 
 use super::ControlPlane;
+use super::fanout::Hint;
+
+/// The largest notice payload sent; PostgreSQL refuses payloads of 8000 bytes or more. A larger
+/// announcement is sent as [`Hint::Everything`].
+const MAX_PAYLOAD: usize = 7900;
 
 /// What a control replica tells the others when something changed.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Announcement {
     /// The replica that made the change.
     pub(super) from: String,
-    /// Sessions that ended, (id, user).
+    /// What the change touched.
     #[serde(default)]
-    pub(super) ended: Vec<(String, String)>,
+    pub(super) hints: Vec<Hint>,
 }
 
 impl ControlPlane {
-    /// Tells the other control replicas (PostgreSQL) about a change.
+    /// Tells the other control replicas (PostgreSQL) about a change, in the order changes are
+    /// made (one task sends every notice).
     pub(super) fn announce(&self, announcement: &Announcement) {
-        if self.store.database_kind() != "postgres" {
-            return;
-        }
-        let Ok(payload) = serde_json::to_string(announcement) else {
+        let Some(notices) = &self.notices else {
             return;
         };
+        let payload = match serde_json::to_string(announcement) {
+            Ok(payload) if payload.len() <= MAX_PAYLOAD => payload,
+            Ok(_) if matches!(announcement.hints.as_slice(), [Hint::Ended(s)] if s.len() > 1) => {
+                // Ended sessions must reach the other replicas as such (their snapshots list
+                // them from memory): halve the list until each notice fits.
+                if let [Hint::Ended(sessions)] = announcement.hints.as_slice() {
+                    let (first, second) = sessions.split_at(sessions.len() / 2);
+                    for half in [first, second] {
+                        self.announce(&Announcement {
+                            from: announcement.from.clone(),
+                            hints: vec![Hint::Ended(half.to_vec())],
+                        });
+                    }
+                }
+                return;
+            }
+            _ => match serde_json::to_string(&Announcement {
+                from: announcement.from.clone(),
+                hints: vec![Hint::Everything],
+            }) {
+                Ok(payload) => payload,
+                Err(_) => return,
+            },
+        };
+        let _ = notices.send(payload);
+    }
+
+    /// Sends the announcements queued by [`Self::announce`], one after the other (PostgreSQL).
+    pub(super) fn spawn_notifier(
+        self: &Arc<Self>,
+        mut queue: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
         let store = self.store.clone();
         tokio::spawn(async move {
-            if let Err(error) = store.notify_change(&payload).await {
-                tracing::warn!(%error, "cannot tell the other control replicas about a change");
+            while let Some(payload) = queue.recv().await {
+                if let Err(error) = store.notify_change(&payload).await {
+                    tracing::warn!(%error, "cannot tell the other control replicas about a change");
+                }
             }
         });
     }
@@ -43,21 +81,28 @@ impl ControlPlane {
             let store = this.store.clone();
             let result = store
                 .listen_changes(|payload| {
-                    let announcement: Option<Announcement> = serde_json::from_str(payload).ok();
-                    if let Some(announcement) = &announcement {
-                        if announcement.from == this.replica {
-                            return;
-                        }
-                        let now = this.now();
-                        let mut ended = this
-                            .ended
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        for (id, user) in &announcement.ended {
-                            ended.insert(id.clone(), (user.clone(), now));
-                        }
+                    let Ok(announcement) = serde_json::from_str::<Announcement>(payload) else {
+                        // A lost connection (empty payload) or a notice this replica cannot
+                        // read: changes may have been missed.
+                        this.enqueue(Hint::Everything);
+                        return;
+                    };
+                    if announcement.from == this.replica {
+                        return;
                     }
-                    this.changes.send_modify(|n| *n += 1);
+                    let now = this.now();
+                    for hint in announcement.hints {
+                        if let Hint::Ended(sessions) = &hint {
+                            let mut ended = this
+                                .ended
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            for (id, user) in sessions {
+                                ended.insert(id.clone(), (user.clone(), now));
+                            }
+                        }
+                        this.enqueue(hint);
+                    }
                 })
                 .await;
             if let Err(error) = result {

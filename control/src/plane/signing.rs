@@ -113,8 +113,13 @@ impl ControlPlane {
                     tracing::warn!(error = %error, "removing old audit events failed");
                 }
                 match this.store.purge_expired(this.now()).await {
-                    Ok(purged) if purged.grants > 0 || purged.access_keys > 0 => this.changed(),
-                    Ok(_) => {}
+                    Ok(purged) => {
+                        // Lapsed keys are ended sessions: proxies refuse their tokens at once.
+                        this.sessions_ended(purged.ended);
+                        if purged.grants > 0 {
+                            this.changed();
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(error = %error, "purging expired grants and keys failed");
                     }

@@ -1,51 +1,93 @@
-//! Policy snapshots for proxies: a destination's grants, every user's groups, the live and
-//! lately ended sessions, and the token keys, with a generation number.
+//! Policy snapshots for proxies: a destination's grants, the members of the groups those grants
+//! name, the lately ended sessions, and the token keys, with the `seq` of the last event they
+//! include (see [`super::fanout`]).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use infra_api::sync::{Message, PROTOCOL, Snapshot, WireGrant};
 use infra_authz::policy::Grant;
 
 use super::ControlPlane;
 use crate::store::StoreError;
 
-/// How old the shared part of snapshots may get with no change: access keys lapse by time
-/// (expiry, inactivity since their last use) without a change notice.
+/// How old the memberships shared by every destination's snapshot may get with no event (a
+/// safety net: every change of a membership publishes one).
 pub(super) const SHARED_VIEW_MAX_AGE: Duration = Duration::from_secs(5);
+/// How old a snapshot kept for sync streams may get with no event: grants lapse by time.
+const CACHED_SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// Memberships and access keys as of one change.
+/// Memberships as of one event: group → its members.
 #[derive(Debug)]
 pub(super) struct SharedView {
-    change: u64,
-    built: std::time::Instant,
-    members: std::collections::BTreeMap<String, Vec<String>>,
-    keys: Vec<crate::store::AccessKey>,
+    seq: u64,
+    built: Instant,
+    groups: HashMap<String, Vec<String>>,
+}
+
+/// A destination's snapshot as sync streams send it, built once per event for all of them.
+#[derive(Debug)]
+pub struct CachedSnapshot {
+    /// The last event it includes.
+    pub seq: u64,
+    built: Instant,
+    /// Its grants (a stream diffs the grants of later events against them).
+    pub grants: Arc<Vec<WireGrant>>,
+    /// The `{"snapshot": …}` line, newline included.
+    pub line: bytes::Bytes,
 }
 
 impl ControlPlane {
-    /// The policy snapshot of `destination` now: its grants, every user's groups, the live
-    /// sessions, and the token keys.
-    pub async fn snapshot(&self, destination: &str) -> Result<infra_api::sync::Snapshot> {
-        use std::collections::BTreeMap;
+    /// The policy snapshot of `destination` now.
+    pub async fn snapshot(&self, destination: &str) -> Result<Snapshot> {
+        let seq = self.published.read().await;
+        self.build_snapshot(destination, *seq).await
+    }
+
+    /// The snapshot of `destination` as a sync stream sends it: built once per event (and at
+    /// most [`CACHED_SNAPSHOT_MAX_AGE`] old) however many streams follow the destination.
+    pub async fn stream_snapshot(&self, destination: &str) -> Result<Arc<CachedSnapshot>> {
+        let seq = self.published.read().await;
+        let mut cached = self.cached.lock().await;
+        if let Some(snapshot) = cached.get(destination)
+            && snapshot.seq == *seq
+            && snapshot.built.elapsed() < CACHED_SNAPSHOT_MAX_AGE
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let snapshot = self.build_snapshot(destination, *seq).await?;
+        let grants = Arc::new(snapshot.grants.clone());
+        let mut line =
+            serde_json::to_vec(&Message::Snapshot(Box::new(snapshot))).context("a snapshot")?;
+        line.push(b'\n');
+        let built = Arc::new(CachedSnapshot {
+            seq: *seq,
+            built: Instant::now(),
+            grants,
+            line: line.into(),
+        });
+        cached.insert(destination.to_owned(), Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// The snapshot of `destination` as of event `seq` (the caller holds `published` for
+    /// reading).
+    async fn build_snapshot(&self, destination: &str, seq: u64) -> Result<Snapshot> {
         let now = self.now();
-        let grants = self
-            .store
-            .list_grants_on(destination, now)
-            .await?
-            .iter()
-            .map(|stored| &stored.grant)
-            .filter(|g| !g.resource.is_control())
-            .map(infra_api::sync::WireGrant::from)
-            .collect();
-        let shared = self.shared_view().await?;
-        let members: BTreeMap<String, Vec<String>> = shared.members.clone();
-        let sessions = shared
-            .keys
-            .iter()
-            .filter(|k| k.lapsed(now).is_none())
-            .map(|k| (k.id.clone(), k.user.clone()))
-            .collect();
+        let grants = self.destination_grants(destination).await?;
+        let named: BTreeSet<&str> = grants.iter().filter_map(|g| g.group.as_deref()).collect();
+        let shared = self.shared_view(seq).await?;
+        let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for group in named {
+            for user in shared.groups.get(group).into_iter().flatten() {
+                members
+                    .entry(user.clone())
+                    .or_default()
+                    .push(group.to_owned());
+            }
+        }
         let keep = self.config.token_ttl + Duration::from_mins(2);
         let ended = {
             let mut ended = self
@@ -73,43 +115,54 @@ impl ControlPlane {
                 |last| Some(millis.max(last + 1)),
             )
             .map_or(millis, |last| millis.max(last + 1));
-        Ok(infra_api::sync::Snapshot {
+        Ok(Snapshot {
+            protocol: PROTOCOL,
+            seq,
             generation,
             destination: destination.to_owned(),
             issuer: self.config.issuer.clone(),
             jwks,
             grants,
             members,
-            sessions,
             ended,
         })
     }
 
-    /// The part of every destination's snapshot that does not depend on the destination, read
-    /// once per change (and at most [`SHARED_VIEW_MAX_AGE`] old, for keys' last use), however
-    /// many proxies are streaming: each change used to read every membership and access key
-    /// once per connected proxy.
-    async fn shared_view(&self) -> Result<Arc<SharedView>, StoreError> {
-        // The change counter is read before the store: a view built after reading change `n`
-        // holds at least every write that change `n` announced.
-        let change = *self.changes.borrow();
+    /// The grants of `destination` in force, as snapshots carry them (without the control
+    /// plane's own).
+    pub(super) async fn destination_grants(
+        &self,
+        destination: &str,
+    ) -> Result<Vec<WireGrant>, StoreError> {
+        Ok(self
+            .store
+            .list_grants_on(destination, self.now())
+            .await?
+            .iter()
+            .map(|stored| &stored.grant)
+            .filter(|g| !g.resource.is_control())
+            .map(WireGrant::from)
+            .collect())
+    }
+
+    /// The memberships every destination's snapshot draws from, read once per event (and at
+    /// most [`SHARED_VIEW_MAX_AGE`] old) however many proxies are streaming.
+    async fn shared_view(&self, seq: u64) -> Result<Arc<SharedView>, StoreError> {
         let mut cached = self.shared.lock().await;
         if let Some(view) = cached.as_ref()
-            && view.change == change
+            && view.seq == seq
             && view.built.elapsed() < SHARED_VIEW_MAX_AGE
         {
             return Ok(Arc::clone(view));
         }
-        let mut members: std::collections::BTreeMap<String, Vec<String>> =
-            std::collections::BTreeMap::new();
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
         for (user, group) in self.store.memberships().await? {
-            members.entry(user).or_default().push(group);
+            groups.entry(group).or_default().push(user);
         }
         let view = Arc::new(SharedView {
-            change,
-            built: std::time::Instant::now(),
-            members,
-            keys: self.store.all_access_keys().await?,
+            seq,
+            built: Instant::now(),
+            groups,
         });
         *cached = Some(Arc::clone(&view));
         Ok(view)

@@ -24,12 +24,14 @@ pub struct StoredGrant {
 }
 
 /// How many expired things a purge removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Purged {
     /// Grants.
     pub grants: u64,
     /// Access keys.
     pub access_keys: u64,
+    /// The access keys removed, (id, user): their sessions have ended.
+    pub ended: Vec<(String, String)>,
 }
 
 macro_rules! grant_columns {
@@ -385,6 +387,19 @@ impl Store {
                 .await
                 .op("purge expired grants")?
                 .rows_affected();
+            let rows = sqlx::query(
+                "SELECT k.id AS id, u.name AS user_name FROM access_keys k \
+                 JOIN users u ON u.id = k.user_id \
+                 WHERE k.expires_at <= $1 OR k.last_used_at + k.inactivity_timeout <= $1",
+            )
+            .bind(at)
+            .fetch_all(&mut *tx)
+            .await
+            .op("list expired access keys")?;
+            let mut ended = Vec::with_capacity(rows.len());
+            for row in &rows {
+                ended.push((row.text("id")?, row.text("user_name")?));
+            }
             let access_keys = sqlx::query(
                 "DELETE FROM access_keys WHERE expires_at <= $1 \
                  OR last_used_at + inactivity_timeout <= $1",
@@ -402,6 +417,7 @@ impl Store {
                 Purged {
                     grants,
                     access_keys,
+                    ended,
                 },
                 entry,
             )

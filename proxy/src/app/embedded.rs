@@ -346,30 +346,33 @@ async fn spawn_control_sync(
         .put_destination(SYSTEM_ACTOR, &destination, now)
         .await
         .context("registering this destination")?;
-    let mut changes = plane.subscribe();
     let publisher = Arc::clone(&plane);
     let name = destination.name.clone();
     let handle_for_roles = Arc::clone(&handle);
+    // The same stream a proxy in another cluster follows (snapshot, then deltas), read in
+    // process: a change costs this proxy what it costs the others.
     tokio::spawn(async move {
         loop {
-            changes.mark_unchanged();
-            match publisher.snapshot(&name).await {
-                Ok(snapshot) => {
-                    sync.apply(&snapshot, &handle);
-                    tracing::debug!(generation = snapshot.generation, "snapshot in force");
+            match api::sync_lines(Arc::clone(&publisher), name.clone()).await {
+                Ok(mut lines) => {
+                    let mut reader = crate::sync::StreamReader::new(&name);
+                    while let Some(line) = lines.recv().await {
+                        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                        if let Err(error) = reader.line(line, &sync, &handle, publisher.now()) {
+                            tracing::error!(
+                                error = format!("{error:#}"),
+                                "the in-process sync stream failed; starting it again"
+                            );
+                            break;
+                        }
+                    }
                 }
                 Err(error) => tracing::error!(
                     error = format!("{error:#}"),
                     "building the policy snapshot failed"
                 ),
             }
-            // Expiring grants and sessions must stop counting even without a change, and a
-            // token newer than the snapshot is judged once a newer snapshot exists: rebuild
-            // every 10 s as well.
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { break },
-                () = tokio::time::sleep(Duration::from_secs(10)) => {}
-            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
     plane.register_decider(

@@ -153,6 +153,17 @@ pub(crate) async fn access_keys(store: &Store, clock: &ManualClock, raw: &Raw) {
         purged.access_keys, 2,
         "the idle session key and the imported key"
     );
+    assert_eq!(
+        purged.ended.len(),
+        2,
+        "the purged keys are named, to end their sessions on the proxies"
+    );
+    assert!(
+        purged
+            .ended
+            .iter()
+            .all(|(id, user)| !id.is_empty() && !user.is_empty())
+    );
 }
 
 pub(crate) async fn passwords_and_lockout(

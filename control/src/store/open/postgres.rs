@@ -40,6 +40,10 @@ fn postgres_migrator() -> Migrator {
             "audit events",
             include_str!("../../../migrations/postgres/0006_audit_events.sql"),
         ),
+        (
+            "ended sessions",
+            include_str!("../../../migrations/postgres/0007_ended_sessions.sql"),
+        ),
     ])
 }
 

@@ -49,6 +49,10 @@ fn sqlite_migrator() -> Migrator {
             "audit events",
             include_str!("../../../migrations/sqlite/0006_audit_events.sql"),
         ),
+        (
+            "ended sessions",
+            include_str!("../../../migrations/sqlite/0007_ended_sessions.sql"),
+        ),
     ])
 }
 
