@@ -670,7 +670,7 @@ notify:
                  name: it may not contain white space or control characters",
                 "policy.yaml:8:5: grants[2]: missing key \"role\"",
                 "policy.yaml:11:11: grants[3].role: role \"edit\" means nothing on `infra`, \
-                 the control API; use one of: admin, view, connector",
+                 the control API; use one of: admin, view, connector, auditor",
             ],
         );
     }
