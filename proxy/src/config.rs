@@ -287,6 +287,10 @@ pub struct ControlArgs {
     #[arg(long, env = "INFRA_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub token_ttl_seconds: u64,
 
+    /// How long an access request waits for its reviewers before it expires, in seconds.
+    #[arg(long, env = "INFRA_REQUEST_PENDING", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub request_pending_seconds: u64,
+
     /// How long a provider's word about a user holds, in seconds, before the next token makes
     /// the control plane ask the provider again.
     #[arg(long, env = "INFRA_PROVIDER_RECHECK", default_value_t = 900)]

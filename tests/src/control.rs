@@ -30,6 +30,8 @@ pub struct Options {
     pub provider_ca_file: Option<PathBuf>,
     /// Token lifetime in seconds (default 300).
     pub token_ttl_seconds: Option<u64>,
+    /// `--request-pending-seconds` (default 86400).
+    pub request_pending_seconds: Option<u64>,
     /// Provider re-check interval in seconds (default 900).
     pub provider_recheck_seconds: Option<u64>,
     /// Keep the store in a PostgreSQL server of its own instead of an SQLite file.
@@ -130,6 +132,7 @@ impl ControlHarness {
                 control_public_url: None,
                 public_url: None,
                 token_ttl_seconds: options.token_ttl_seconds.unwrap_or(300),
+                request_pending_seconds: options.request_pending_seconds.unwrap_or(86_400),
                 provider_recheck_seconds: options.provider_recheck_seconds.unwrap_or(900),
                 provider_ca_file: options.provider_ca_file,
                 oidc_redirect_uris: Vec::new(),
@@ -377,6 +380,7 @@ impl RemoteProxy {
                 control_public_url: None,
                 public_url: None,
                 token_ttl_seconds: 300,
+                request_pending_seconds: 86_400,
                 provider_recheck_seconds: 900,
                 provider_ca_file: None,
                 oidc_redirect_uris: Vec::new(),

@@ -234,6 +234,7 @@ async fn start_control(
     );
     config.token_ttl = Duration::from_secs(control.token_ttl_seconds);
     config.reverify_after = Duration::from_secs(control.provider_recheck_seconds);
+    config.request_pending_for = Duration::from_secs(control.request_pending_seconds);
     config
         .admin_password_file
         .clone_from(&control.admin_password_file);

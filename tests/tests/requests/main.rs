@@ -388,6 +388,45 @@ async fn nobody_approves_their_own_request_and_reviewers_must_be_reviewers_now()
     assert_eq!(status, 403);
 }
 
+/// A request nobody decides expires after `--request-pending-seconds`, and can no longer be
+/// approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_request_expires_undecided() {
+    let h = ControlHarness::start_with(
+        &policy(""),
+        Options {
+            request_pending_seconds: Some(2),
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = h.admin().await;
+    let keys = people(
+        &h,
+        &admin,
+        &["carl@example.com", "sam@example.com"],
+        &[
+            ("Engineering", &["carl@example.com"]),
+            ("SRE", &["sam@example.com"]),
+        ],
+    )
+    .await;
+    let (carl, sam) = (&keys[0], &keys[1]);
+    let (_, request) = ask(&h, carl, "view", DESTINATION, 600).await;
+    let id = id_of(&request);
+    let expired = wait_for(|| async {
+        let (_, r) = call(&h, "GET", &format!("/api/requests/{id}"), carl, None).await;
+        (r["state"] == "expired").then_some(r)
+    })
+    .await;
+    assert!(expired["grant_id"].is_null(), "{expired}");
+    let (status, late) = act(&h, sam, id, "approve", None).await;
+    assert_eq!(status, 409, "{late}");
+    // Expired is not open: the same access may be asked for again.
+    let (status, again) = ask(&h, carl, "view", DESTINATION, 600).await;
+    assert_eq!(status, 201, "{again}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_counts_each_reviewer_once() {
     let h = ControlHarness::start(&policy("")).await;
