@@ -56,13 +56,14 @@ async fn setup(client: OidcClient, provider_recheck_seconds: Option<u64>) -> Set
 /// [`setup`] with Infra's other options.
 async fn setup_with(client: OidcClient, options: Options) -> Setup {
     let provider = OidcProvider::start().await;
-    let infra = ControlHarness::start_with(
+    // Boxed: the harness's start is a large future, and every test awaits this one.
+    let infra = Box::pin(ControlHarness::start_with(
         POLICY,
         Options {
             provider_ca_file: Some(provider.ca_file().into()),
             ..options
         },
-    )
+    ))
     .await;
     let admin = infra.admin().await;
     let (status, body) = infra
