@@ -68,7 +68,7 @@ pub struct ControlConfig {
     /// Proxies (load balancers, ingress) whose `X-Forwarded-For` names the client; the address
     /// of any other peer is the client's.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// How long an access request waits for its reviewers before it expires.
+    /// How long an access request waits for its reviewers before it expires (default 24 h).
     pub request_pending_for: Duration,
     /// Requests a minute each client address may make of login, OIDC start and token exchange.
     pub anonymous_per_minute: u32,
@@ -92,7 +92,7 @@ impl ControlConfig {
             redirect_uris: Vec::new(),
             provider_ca_file: None,
             trusted_proxies: Vec::new(),
-            request_pending_for: crate::requests::PENDING_FOR,
+            request_pending_for: Duration::from_hours(24),
             anonymous_per_minute: 20,
             anonymous_burst: 40,
             audit_retention: Duration::from_hours(24 * 90),

@@ -18,9 +18,6 @@ use crate::changes::ChangeError;
 use crate::plane::ControlPlane;
 use crate::store::{NewRequestRow, RequestOutcome, StoreError, StoredRequest};
 
-/// How long a request waits for its reviews before it expires, unless configured
-/// (`ControlConfig::request_pending_for`, `--request-pending-seconds`).
-pub const PENDING_FOR: Duration = Duration::from_hours(24);
 /// The most requests one user may have pending at once.
 pub const MAX_PENDING_PER_USER: u32 = 10;
 /// The longest reason or comment, in characters.
