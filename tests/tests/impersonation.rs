@@ -93,11 +93,16 @@ async fn kubectl_as_is_decided_by_the_impersonated_users_grants_and_forwarded_as
         list.header_values("impersonate-group"),
         ["system:authenticated"]
     );
-    let line = audited_lists(&h, SUZIE)
-        .await
-        .into_iter()
-        .find(|l| l["decision"] == "allow")
-        .expect("the allowed list is audited");
+    // The audit writer takes its queue every 10 ms: wait for the allowed line itself, not
+    // only for the earlier denied one.
+    let line = wait_for(|| {
+        let found = h
+            .audit_lines()
+            .into_iter()
+            .find(|l| l["path"] == PODS && l["user"] == SUZIE && l["decision"] == "allow");
+        async move { found }
+    })
+    .await;
     assert_eq!(line["impersonated_user"], OTHER, "{line}");
     assert_eq!(
         line["impersonated_groups"],
