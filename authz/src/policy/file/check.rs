@@ -158,9 +158,10 @@ impl Checker<'_> {
         grants
     }
 
-    fn grant(&mut self, item: &Located, path: &str) -> Option<Grant> {
-        let fields = self.fields(item, path, GRANT_KEYS)?;
-        let subject = match (fields.entry("user"), fields.entry("group")) {
+    /// The one of `user` and `group` that `fields` holds (a grant's subject, a request rule's
+    /// asker or reviewers); neither or both is an error at the mapping.
+    fn subject(&mut self, fields: &read::Fields<'_>, path: &str) -> Option<Subject> {
+        match (fields.entry("user"), fields.entry("group")) {
             (Some((_, user)), None) => self
                 .subject_name(user, &join(path, "user"))
                 .map(Subject::User),
@@ -175,7 +176,12 @@ impl Checker<'_> {
                 self.error(fields.at, path, PolicyErrorKind::NoSubject);
                 None
             }
-        };
+        }
+    }
+
+    fn grant(&mut self, item: &Located, path: &str) -> Option<Grant> {
+        let fields = self.fields(item, path, GRANT_KEYS)?;
+        let subject = self.subject(&fields, path);
         let role = self.required(&fields, path, "role").and_then(|node| {
             let role_path = join(path, "role");
             let role = self.string(node, &role_path)?;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::{Checker, join};
 use crate::duration;
-use crate::policy::Subject;
 use crate::policy::file::errors::{PolicyErrorKind, Position};
 use crate::policy::file::yaml::{Located, Node, at};
 use crate::policy::requests::{
@@ -44,31 +43,6 @@ const PAGERDUTY_API: &str = "https://api.pagerduty.com";
 impl Checker<'_> {
     fn request_error(&mut self, node: &Located, path: &str, message: String) {
         self.error(at(node), path, PolicyErrorKind::Request(message));
-    }
-
-    /// A `{user: ...}` or `{group: ...}` mapping, or the same two keys of a larger one.
-    fn one_subject(
-        &mut self,
-        fields: &super::read::Fields<'_>,
-        at_mapping: Position,
-        path: &str,
-    ) -> Option<Subject> {
-        match (fields.entry("user"), fields.entry("group")) {
-            (Some((_, user)), None) => self
-                .subject_name(user, &join(path, "user"))
-                .map(Subject::User),
-            (None, Some((_, group))) => self
-                .subject_name(group, &join(path, "group"))
-                .map(Subject::Group),
-            (Some((user_at, _)), Some((group_at, _))) => {
-                self.error(user_at.max(group_at), path, PolicyErrorKind::BothSubjects);
-                None
-            }
-            (None, None) => {
-                self.error(at_mapping, path, PolicyErrorKind::NoSubject);
-                None
-            }
-        }
     }
 
     fn strings<'n>(&mut self, node: &'n Located, path: &str) -> Option<Vec<(String, &'n Located)>> {
@@ -129,7 +103,7 @@ impl Checker<'_> {
                     }),
                 None => Some(format!("requests[{i}]")),
             };
-            let who = self.one_subject(&fields, fields.at, &path);
+            let who = self.subject(&fields, &path);
             let roles = self.required(&fields, &path, "roles").and_then(|node| {
                 let roles_path = join(&path, "roles");
                 let roles = self.strings(node, &roles_path)?;
@@ -169,7 +143,7 @@ impl Checker<'_> {
             let reviewers = self.required(&fields, &path, "reviewers").and_then(|node| {
                 let reviewers_path = join(&path, "reviewers");
                 let sub = self.fields(node, &reviewers_path, SUBJECT_KEYS)?;
-                self.one_subject(&sub, sub.at, &reviewers_path)
+                self.subject(&sub, &reviewers_path)
             });
             let approvals = match fields.get("approvals") {
                 None => Some(1),
