@@ -76,6 +76,24 @@ async fn people(
     keys
 }
 
+/// carl@example.com in Engineering, who may ask, and sam@example.com in SRE, who reviews, both
+/// logged in: their session keys.
+async fn requester_and_reviewer(h: &ControlHarness, admin: &str) -> (String, String) {
+    let mut keys = people(
+        h,
+        admin,
+        &["carl@example.com", "sam@example.com"],
+        &[
+            ("Engineering", &["carl@example.com"]),
+            ("SRE", &["sam@example.com"]),
+        ],
+    )
+    .await;
+    let sam = keys.pop().expect("sam's key");
+    let carl = keys.pop().expect("carl's key");
+    (carl, sam)
+}
+
 async fn ask(
     h: &ControlHarness,
     key: &str,
@@ -143,17 +161,8 @@ async fn approved_within_a_second_then_ended(postgres: bool) {
         }))
         .expect("the pod is created");
     let admin = h.admin().await;
-    let keys = people(
-        &h,
-        &admin,
-        &["carl@example.com", "sam@example.com"],
-        &[
-            ("Engineering", &["carl@example.com"]),
-            ("SRE", &["sam@example.com"]),
-        ],
-    )
-    .await;
-    let (carl, sam) = (&keys[0], &keys[1]);
+    let (carl, sam) = requester_and_reviewer(&h, &admin).await;
+    let (carl, sam) = (&carl, &sam);
     let token = h.token(carl).await;
     let client = client_for(&h.ca);
     assert_eq!(status_of(&client, &h.proxy_url(), PODS, &token).await, 403);
@@ -247,17 +256,8 @@ async fn deny_cancel_and_revoke() {
         }))
         .expect("the pod is created");
     let admin = h.admin().await;
-    let keys = people(
-        &h,
-        &admin,
-        &["carl@example.com", "sam@example.com"],
-        &[
-            ("Engineering", &["carl@example.com"]),
-            ("SRE", &["sam@example.com"]),
-        ],
-    )
-    .await;
-    let (carl, sam) = (&keys[0], &keys[1]);
+    let (carl, sam) = requester_and_reviewer(&h, &admin).await;
+    let (carl, sam) = (&carl, &sam);
     let resource = format!("{DESTINATION}.default");
 
     // Deny: a comment is required; one denial ends it.
@@ -401,17 +401,8 @@ async fn a_pending_request_expires_undecided() {
     )
     .await;
     let admin = h.admin().await;
-    let keys = people(
-        &h,
-        &admin,
-        &["carl@example.com", "sam@example.com"],
-        &[
-            ("Engineering", &["carl@example.com"]),
-            ("SRE", &["sam@example.com"]),
-        ],
-    )
-    .await;
-    let (carl, sam) = (&keys[0], &keys[1]);
+    let (carl, sam) = requester_and_reviewer(&h, &admin).await;
+    let (carl, sam) = (&carl, &sam);
     let (_, request) = ask(&h, carl, "view", DESTINATION, 600).await;
     let id = id_of(&request);
     let expired = wait_for(|| async {
@@ -570,17 +561,8 @@ async fn a_pending_request_survives_a_restart_and_is_approved_on_another_replica
     )
     .await;
     let admin = a.admin().await;
-    let keys = people(
-        &a,
-        &admin,
-        &["carl@example.com", "sam@example.com"],
-        &[
-            ("Engineering", &["carl@example.com"]),
-            ("SRE", &["sam@example.com"]),
-        ],
-    )
-    .await;
-    let (carl, sam) = (&keys[0], &keys[1]);
+    let (carl, sam) = requester_and_reviewer(&a, &admin).await;
+    let (carl, sam) = (&carl, &sam);
     let (_, request) = ask(&a, carl, "view", DESTINATION, 600).await;
     let id = id_of(&request);
     a.stop().await;
