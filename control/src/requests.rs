@@ -207,6 +207,16 @@ impl ControlPlane {
         Ok(rules)
     }
 
+    /// Every request rule, without where it came from.
+    async fn rules_in_force(&self) -> Result<Vec<RequestRule>, StoreError> {
+        Ok(self
+            .request_rules()
+            .await?
+            .into_iter()
+            .map(|(rule, _)| rule)
+            .collect())
+    }
+
     /// Makes a request rule through the API.
     pub async fn create_request_rule(
         &self,
@@ -254,12 +264,7 @@ impl ControlPlane {
             destination: request.destination.clone(),
             namespace: request.namespace.clone(),
         };
-        let rules: Vec<RequestRule> = self
-            .request_rules()
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect();
+        let rules = self.rules_in_force().await?;
         let ask = Ask {
             user: &request.requester,
             groups: &groups,
@@ -318,12 +323,7 @@ impl ControlPlane {
             )));
         }
         let reason = clean_text("reason", &new.reason, true)?;
-        let rules: Vec<RequestRule> = self
-            .request_rules()
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect();
+        let rules = self.rules_in_force().await?;
         let ask = Ask {
             user,
             groups,
