@@ -86,6 +86,18 @@ impl std::str::FromStr for Kind {
     }
 }
 
+/// Which part of a long-running request (watch, followed logs, exec, attach, port-forward) an
+/// event records: such a request has two events with the same `audit_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Stage {
+    /// The response began (the stream is open): written when the response head was sent.
+    Start,
+    /// The stream ended: written when it closed, with its `duration_ms`.
+    End,
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Event {
@@ -175,6 +187,20 @@ pub struct Event {
     /// The SHA-256 of a policy file (hex), for reloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// For a long-running request: its start or its end (absent for other requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// How long a long-running request was open, in milliseconds (on its `end` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// A change's object before it (updates and deletes), as the control API shows it; never
+    /// a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// A change's object after it (creations and updates), as the control API shows it;
+    /// never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 /// `POST /api/audit/events`: a proxy's batch of request events.
@@ -298,12 +324,24 @@ impl Event {
         if self.kind != Kind::Request {
             return None;
         }
-        let time = self.time.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-        let long_running = self.verb.as_deref() == Some("watch")
-            || matches!(
-                self.subresource.as_deref(),
-                Some("exec" | "attach" | "portforward" | "log" | "proxy")
+        let format = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        // An end event's time is the stream's end; the request arrived `duration_ms` before.
+        let (received, stage_time) = if self.stage == Some(Stage::End) {
+            let open = jiff::SignedDuration::from_millis(
+                i64::try_from(self.duration_ms.unwrap_or(0)).unwrap_or(i64::MAX),
             );
+            (self.time.checked_sub(open).unwrap_or(self.time), self.time)
+        } else {
+            let answered = self
+                .latency_us
+                .and_then(|us| {
+                    self.time
+                        .checked_add(jiff::SignedDuration::from_micros(i64::try_from(us).ok()?))
+                        .ok()
+                })
+                .unwrap_or(self.time);
+            (self.time, answered)
+        };
         let impersonated_user = self
             .impersonated_user
             .as_ref()
@@ -345,7 +383,7 @@ impl Event {
             api_version: "audit.k8s.io/v1".to_owned(),
             level: "Metadata".to_owned(),
             audit_id: self.audit_id.clone().unwrap_or_else(|| self.id.clone()),
-            stage: if long_running {
+            stage: if self.stage == Some(Stage::Start) {
                 "ResponseStarted"
             } else {
                 "ResponseComplete"
@@ -374,17 +412,8 @@ impl Event {
                 metadata: std::collections::BTreeMap::new(),
                 code,
             }),
-            request_received_timestamp: time.clone(),
-            stage_timestamp: self
-                .latency_us
-                .and_then(|us| {
-                    self.time
-                        .checked_add(jiff::SignedDuration::from_micros(i64::try_from(us).ok()?))
-                        .ok()
-                })
-                .unwrap_or(self.time)
-                .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-                .to_string(),
+            request_received_timestamp: format(received),
+            stage_timestamp: format(stage_time),
             annotations,
         })
     }

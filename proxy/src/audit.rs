@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method};
-use infra_api::audit::{Event, Kind, SCHEMA_VERSION};
+use infra_api::audit::{Event, Kind, SCHEMA_VERSION, Stage};
 use infra_authz::attributes::Attributes;
 use infra_authz::decision::{Decision, Identity};
 use prometheus_client::metrics::counter::Counter;
@@ -39,9 +39,30 @@ pub use forward::Forward;
 /// How often the writer takes what the requests queued.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// Which event of a request a [`Record`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Part {
+    /// The one event of a request that is not long-running (or that failed before its stream
+    /// opened).
+    #[default]
+    Whole,
+    /// A long-running request's start: its response head was sent and the stream is open.
+    Start,
+    /// Its end, `open` after the start, under the event id `id`; `revoked` when infra-proxy
+    /// closed it because its user lost access.
+    End {
+        /// The end event's own id (the audit id stays the request's).
+        id: AuditId,
+        /// How long the stream was open.
+        open: Duration,
+        /// Closed by infra-proxy because access was revoked.
+        revoked: bool,
+    },
+}
+
 /// What a request learned, for its audit event: values the request owned anyway, moved here.
 /// The writer thread builds the [`Event`] from it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Record {
     /// When the request arrived.
     pub time: SystemTime,
@@ -69,17 +90,45 @@ pub struct Record {
     pub code: u16,
     /// Time to the response head.
     pub latency: Duration,
+    /// Which event of the request this is.
+    pub part: Part,
+}
+
+impl Record {
+    /// The end event of the long-running request this record started: `open` after its
+    /// arrival, `revoked` when infra-proxy closed it.
+    #[must_use]
+    pub fn ended(mut self, open: Duration, revoked: bool) -> Self {
+        self.time += open;
+        self.part = Part::End {
+            id: AuditId::next(),
+            open,
+            revoked,
+        };
+        self
+    }
 }
 
 impl Record {
     /// The event of this record, for `destination`.
     pub fn event(&self, destination: &str) -> Event {
         let mut buffer = [0; 36];
-        let id = self.audit_id.encode(&mut buffer).to_owned();
+        let audit_id = self.audit_id.encode(&mut buffer).to_owned();
+        let (id, stage, duration_ms) = match self.part {
+            Part::Whole => (audit_id.clone(), None, None),
+            Part::Start => (audit_id.clone(), Some(Stage::Start), None),
+            Part::End { id, open, .. } => (
+                id.to_string(),
+                Some(Stage::End),
+                Some(u64::try_from(open.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        };
         let mut event = Event {
             schema: SCHEMA_VERSION,
-            audit_id: Some(id.clone()),
+            audit_id: Some(audit_id),
             id,
+            stage,
+            duration_ms,
             time: jiff::Timestamp::try_from(self.time).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
             kind: Kind::Request,
             destination: Some(destination.to_owned()),
@@ -134,6 +183,12 @@ impl Record {
             }
             Some(Decision::Deny { reason }) => event.reason = Some(reason.to_string()),
             _ => {}
+        }
+        if let Part::End { revoked: true, .. } = self.part {
+            event.reason = Some(
+                "closed by infra-proxy: the user no longer has access (revoked, expired or logged out)"
+                    .to_owned(),
+            );
         }
         event
     }

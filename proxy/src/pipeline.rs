@@ -16,7 +16,7 @@ use infra_authz::decision::{Decision, Identity};
 use infra_authz::policy::Grant;
 
 use crate::access::{Access, Outcome};
-use crate::audit::{Audit, AuditId, Record};
+use crate::audit::{Audit, AuditId, Part, Record};
 use crate::authn::Authenticator;
 use crate::headers;
 use crate::impersonation;
@@ -71,6 +71,8 @@ struct Trail {
     attrs: Option<Attributes>,
     decision: Option<Decision>,
     forwarded: bool,
+    /// A long-running request's end, to be told what to record then.
+    on_end: Option<streams::OnEnd>,
 }
 
 impl Proxy {
@@ -116,7 +118,7 @@ impl Proxy {
         self.metrics.latency.observe(elapsed.as_secs_f64());
         if let Some((method, path, user_agent)) = audited {
             // What the request learned moves into the record: no text is built here.
-            self.audit.record(Record {
+            let record = Record {
                 time: arrived,
                 audit_id,
                 peer,
@@ -130,7 +132,26 @@ impl Proxy {
                 decision: trail.decision,
                 code: response.status().as_u16(),
                 latency: elapsed,
-            });
+                part: Part::Whole,
+            };
+            let opened = response.status() == StatusCode::SWITCHING_PROTOCOLS
+                || response.status().is_success();
+            match trail.on_end {
+                // A stream is open: its start now, its end when it closes.
+                Some(on_end) if opened => {
+                    let start = Record {
+                        part: Part::Start,
+                        ..record
+                    };
+                    let end = start.clone();
+                    let audit = self.audit.clone();
+                    on_end.set(move |revoked| {
+                        audit.record(end.ended(started.elapsed(), revoked));
+                    });
+                    self.audit.record(start);
+                }
+                _ => self.audit.record(record),
+            }
         }
         response
     }
@@ -229,6 +250,7 @@ impl Proxy {
             return Err(self.too_many_requests(&identity));
         };
         let registration = long_running.then(|| self.streams.register(token, access.clone()));
+        trail.on_end = registration.as_ref().map(streams::Registration::on_end);
         let credential = self.upstream.credential();
         let impersonated = access.impersonation.as_ref();
         headers::rewrite(

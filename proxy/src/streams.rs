@@ -44,15 +44,57 @@ impl std::fmt::Debug for Streams {
     }
 }
 
+/// What is done when a stream ends (its audit event), told whether infra-proxy closed it
+/// because its user lost access. Filled in once the stream's response has begun; a stream that
+/// never began (its request failed) ends with nothing to do.
+#[derive(Clone, Default)]
+pub struct OnEnd(Arc<Mutex<Option<EndAction>>>);
+
+type EndAction = Box<dyn FnOnce(bool) + Send>;
+
+impl OnEnd {
+    /// Does `action` when the stream ends (replacing what was set before).
+    pub fn set(&self, action: impl FnOnce(bool) + Send + 'static) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(action));
+    }
+
+    /// Does what was set, once.
+    fn run(&self, revoked: bool) {
+        let action = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(action) = action {
+            action(revoked);
+        }
+    }
+}
+
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEnd")
+    }
+}
+
 /// Keeps a stream registered while it lives; closing it is asked through [`Registration::closed`].
 #[derive(Debug)]
 pub struct Registration {
     streams: Arc<Streams>,
     id: u64,
     closed: watch::Receiver<bool>,
+    on_end: OnEnd,
 }
 
 impl Registration {
+    /// Where to put what is done when this stream ends.
+    pub fn on_end(&self) -> OnEnd {
+        self.on_end.clone()
+    }
+
     /// Resolves when the stream must be closed (its user lost access).
     pub async fn closed(&mut self) {
         while !*self.closed.borrow_and_update() {
@@ -66,6 +108,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.on_end.run(*self.closed.borrow());
         self.streams
             .open
             .lock()
@@ -94,6 +137,7 @@ impl Streams {
             streams: Arc::clone(self),
             id,
             closed,
+            on_end: OnEnd::default(),
         }
     }
 

@@ -332,5 +332,21 @@ async fn watch_as_other_closes_after(policy: &str) {
             h.standin.active_streams()
         )
     });
+    // Its end is in the audit log, saying infra-proxy closed it.
+    let end = infra_tests::proxy::wait_for(|| async {
+        h.audit_lines()
+            .into_iter()
+            .find(|l| l["verb"] == "watch" && l["stage"] == "end")
+    })
+    .await;
+    assert_eq!(end["user"], SUZIE, "{end}");
+    assert_eq!(end["impersonated_user"], OTHER, "{end}");
+    assert!(end["duration_ms"].is_u64(), "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no longer has access")),
+        "{end}"
+    );
     let _ = child.kill().await;
 }

@@ -35,6 +35,23 @@ async fn kubectl_exec_over_websocket_and_spdy_carries_only_our_identity() {
             "env {env:?}: {exec:?}"
         );
         assert_carries_only_our_identity(exec, EDITOR, EDITOR_GROUPS);
+        // The session's start and end are audited under the audit id the apiserver got.
+        let audit_id = exec.header("audit-id").expect("an audit id");
+        let stages = infra_tests::proxy::wait_for(|| async {
+            let stages: Vec<_> = h
+                .audit_lines()
+                .into_iter()
+                .filter(|l| l["audit_id"] == audit_id.as_str())
+                .map(|l| (l["stage"].as_str().unwrap_or_default().to_owned(), l))
+                .collect();
+            (stages.len() == 2).then_some(stages)
+        })
+        .await;
+        assert_eq!(stages[0].0, "start", "{stages:?}");
+        assert_eq!(stages[0].1["code"], 101, "{stages:?}");
+        assert_eq!(stages[1].0, "end", "{stages:?}");
+        assert_eq!(stages[1].1["subresource"], "exec", "{stages:?}");
+        assert!(stages[1].1["duration_ms"].is_u64(), "{stages:?}");
     }
 }
 

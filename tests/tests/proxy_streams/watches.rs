@@ -2,7 +2,7 @@
 
 use http::Version;
 use infra_tests::kubectl::{Credentials, Kubectl};
-use infra_tests::proxy::{Harness, UPSTREAM_TOKEN};
+use infra_tests::proxy::{Harness, UPSTREAM_TOKEN, wait_for};
 
 use crate::{
     DEFAULTS, EDITOR, EDITOR_GROUPS, HTTP1, POLICY, Running, assert_carries_only_our_identity,
@@ -51,6 +51,48 @@ async fn kubectl_watch_streams_each_change_and_ends_with_kubectl(env: &[(&str, &
         s.watches == 0
     })
     .await;
+
+    // The audit log has the watch's start and, once it closed, its end with how long it was
+    // open, both under the request's audit id (the one the apiserver got).
+    let audit_id = request
+        .headers
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("the apiserver got an audit id")
+        .to_owned();
+    let (start, end) = wait_for(|| async {
+        let lines = h.audit_lines();
+        let of = |stage: &str| {
+            lines
+                .iter()
+                .find(|l| l["audit_id"] == audit_id.as_str() && l["stage"] == stage)
+                .cloned()
+        };
+        Some((of("start")?, of("end")?))
+    })
+    .await;
+    assert_eq!(start["verb"], "watch", "{start}");
+    assert_eq!(start["id"], audit_id.as_str(), "{start}");
+    assert_eq!(end["verb"], "watch", "{end}");
+    assert_eq!(end["user"], EDITOR, "{end}");
+    assert_ne!(end["id"], start["id"], "the end is an event of its own");
+    assert!(end.get("reason").is_none(), "ended by its client: {end}");
+    let open_ms = end["duration_ms"].as_u64().expect("a duration");
+    let start_time: jiff::Timestamp = start["time"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("RFC 3339");
+    let end_time: jiff::Timestamp = end["time"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("RFC 3339");
+    let between = end_time.duration_since(start_time).as_millis();
+    assert!(
+        open_ms > 0 && (i128::from(open_ms) - between).abs() <= 1,
+        "the end is the start plus the duration: {open_ms} ms, {between} ms apart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
