@@ -204,13 +204,15 @@ macro_rules! write_tx {
             let mut $tx = pool.begin_with(begin).await.op("begin a transaction")?;
             let (answer, entry) = $body;
             if let Some(entry) = Option::<$crate::store::Entry>::from(entry) {
-                let event = $crate::store::audit_events::control_event(
+                let mut event = $crate::store::audit_events::control_event(
                     $at,
                     &$actor,
                     entry.action,
                     &entry.target,
                     &entry.detail,
                 );
+                event.before = entry.before;
+                event.after = entry.after;
                 let row = $crate::store::audit_events::EventRow::of(&event)?;
                 bind_event_row!(sqlx::query($crate::store::audit_events::INSERT_ONE), row)
                     .execute(&mut *$tx)
@@ -293,6 +295,10 @@ struct Entry {
     target: String,
     /// More, when there is more (never a secret).
     detail: String,
+    /// The object before the change (updates, deletes); never a secret.
+    before: Option<serde_json::Value>,
+    /// The object after the change (creations, updates); never a secret.
+    after: Option<serde_json::Value>,
 }
 
 impl Entry {
@@ -302,12 +308,30 @@ impl Entry {
             action,
             target,
             detail: String::new(),
+            before: None,
+            after: None,
         }
     }
 
     /// With `detail`.
     fn detail(self, detail: String) -> Self {
         Self { detail, ..self }
+    }
+
+    /// With the object as it was before the change.
+    fn before(self, object: &impl serde::Serialize) -> Self {
+        Self {
+            before: serde_json::to_value(object).ok(),
+            ..self
+        }
+    }
+
+    /// With the object as it is after the change.
+    fn after(self, object: &impl serde::Serialize) -> Self {
+        Self {
+            after: serde_json::to_value(object).ok(),
+            ..self
+        }
     }
 }
 
@@ -359,6 +383,11 @@ impl_columns!(PgRow);
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A time as the audit trail's objects show it (RFC 3339, seconds).
+fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::from_second(secs(t)).map_or_else(|_| secs(t).to_string(), |t| t.to_string())
 }
 
 /// A stored time.

@@ -211,7 +211,22 @@ impl Store {
                     .map(|d| Duration::from_secs(d.as_secs())),
                 last_used_at: time(at),
             };
-            (key, Entry::new("access_key.create", target).detail(detail))
+            let mut after = serde_json::json!({
+                "id": key.id,
+                "user": key.user,
+                "name": key.name,
+                "kind": key.kind.as_str(),
+            });
+            if let Some(expires_at) = key.expires_at {
+                after["expires_at"] = super::rfc3339(expires_at).into();
+            }
+            if let Some(idle) = key.inactivity_timeout {
+                after["inactivity_timeout_seconds"] = idle.as_secs().into();
+            }
+            let entry = Entry::new("access_key.create", target)
+                .detail(detail)
+                .after(&after);
+            (key, entry)
         })
     }
 

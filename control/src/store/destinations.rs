@@ -62,6 +62,19 @@ fn destination_from(row: &dyn Columns) -> Result<Destination, StoreError> {
     })
 }
 
+/// A destination as the audit trail shows it before and after a change (its CA by its
+/// SHA-256, not the whole PEM).
+fn destination_object(d: &Destination) -> serde_json::Value {
+    use sha2::Digest as _;
+    serde_json::json!({
+        "name": d.name,
+        "url": d.url,
+        "version": d.version,
+        "ca_sha256": hex::encode(sha2::Sha256::digest(d.ca_pem.as_bytes())),
+        "revision": d.revision,
+    })
+}
+
 impl Store {
     /// Registers a destination, or updates what it reports (URL, CA, version) and marks it
     /// seen at `now`.
@@ -77,6 +90,15 @@ impl Store {
         let at = secs(now);
         let target = format!("destination {:?}", destination.name);
         write_tx!(self, at, actor, |tx| {
+            let before = sqlx::query(concat!(
+                "SELECT ",
+                destination_columns!(),
+                " FROM destinations WHERE name = $1"
+            ))
+            .bind(destination.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .op("read a destination")?;
             let row = sqlx::query(concat!(
                 "INSERT INTO destinations (name, url, ca_pem, version, last_seen_at, created_at, ",
                 "updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5) ",
@@ -95,10 +117,14 @@ impl Store {
             .await
             .op("store a destination")?;
             let detail = format!("url {}, version {}", destination.url, destination.version);
-            (
-                destination_from(&row)?,
-                Entry::new("destination.put", target).detail(detail),
-            )
+            let stored = destination_from(&row)?;
+            let mut entry = Entry::new("destination.put", target)
+                .detail(detail)
+                .after(&destination_object(&stored));
+            if let Some(before) = before {
+                entry = entry.before(&destination_object(&destination_from(&before)?));
+            }
+            (stored, entry)
         })
     }
 

@@ -48,6 +48,23 @@ fn subject_parts(subject: &Subject) -> (&'static str, &str) {
     }
 }
 
+/// A grant as the audit trail shows it before and after a change: the control API's fields.
+fn grant_object(stored: &StoredGrant) -> serde_json::Value {
+    let grant = &stored.grant;
+    let (kind, name) = subject_parts(&grant.subject);
+    let mut object = serde_json::json!({
+        "id": stored.id,
+        kind: name,
+        "role": grant.role,
+        "resource": grant.resource.to_string(),
+        "revision": stored.revision,
+    });
+    if let Some(expires_at) = grant.expires_at {
+        object["expires_at"] = super::rfc3339(expires_at).into();
+    }
+    object
+}
+
 fn grant_target(grant: &Grant) -> String {
     format!("{} {} {}", grant.subject, grant.role, grant.resource)
 }
@@ -104,14 +121,20 @@ impl Store {
             Subject::User(_) => (
                 "DELETE FROM users WHERE name = $1",
                 "delete a user",
-                "DELETE FROM grants WHERE subject_kind = 'user' AND subject_name = $1",
+                concat!(
+                    "DELETE FROM grants WHERE subject_kind = 'user' AND subject_name = $1 RETURNING ",
+                    grant_columns!()
+                ),
                 "delete a user's grants",
                 "user.delete",
             ),
             Subject::Group(_) => (
                 "DELETE FROM user_groups WHERE name = $1",
                 "delete a group",
-                "DELETE FROM grants WHERE subject_kind = 'group' AND subject_name = $1",
+                concat!(
+                    "DELETE FROM grants WHERE subject_kind = 'group' AND subject_name = $1 RETURNING ",
+                    grant_columns!()
+                ),
                 "delete a group's grants",
                 "group.delete",
             ),
@@ -127,13 +150,18 @@ impl Store {
             if deleted == 0 {
                 return Err(not_found(target));
             }
-            let grants = sqlx::query(grants_sql)
+            let rows = sqlx::query(grants_sql)
                 .bind(name)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
-                .op(grants_op)?
-                .rows_affected();
-            let entry = Entry::new(action, target).detail(format!("grants removed: {grants}"));
+                .op(grants_op)?;
+            let grants = rows
+                .iter()
+                .map(|row| grant_from(row).map(|g| grant_object(&g)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let entry = Entry::new(action, target)
+                .detail(format!("grants removed: {}", grants.len()))
+                .before(&serde_json::json!({ kind: name, "grants": grants }));
             ((), entry)
         })
     }
@@ -178,10 +206,11 @@ impl Store {
             let detail = grant
                 .expires_at
                 .map_or_else(String::new, |e| format!("expires {}", secs(e)));
-            (
-                grant_from(&row)?,
-                Entry::new("grant.create", target).detail(detail),
-            )
+            let stored = grant_from(&row)?;
+            let entry = Entry::new("grant.create", target)
+                .detail(detail)
+                .after(&grant_object(&stored));
+            (stored, entry)
         })
     }
 
@@ -281,6 +310,15 @@ impl Store {
     ) -> Result<StoredGrant, StoreError> {
         let at = secs(now);
         write_tx!(self, at, actor, |tx| {
+            let before = sqlx::query(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .op("read a grant")?;
             let row = sqlx::query(concat!(
                 "UPDATE grants SET expires_at = $1, updated_at = $2, revision = revision + 1 ",
                 "WHERE id = $3 AND revision = $4 RETURNING ",
@@ -308,7 +346,12 @@ impl Store {
                 || "expires never".to_owned(),
                 |e| format!("expires {}", secs(e)),
             );
-            let entry = Entry::new("grant.update", grant_target(&stored.grant)).detail(detail);
+            let mut entry = Entry::new("grant.update", grant_target(&stored.grant))
+                .detail(detail)
+                .after(&grant_object(&stored));
+            if let Some(before) = before {
+                entry = entry.before(&grant_object(&grant_from(&before)?));
+            }
             (stored, entry)
         })
     }
@@ -342,7 +385,9 @@ impl Store {
                 ));
             };
             let stored = grant_from(&row)?;
-            ((), Entry::new("grant.delete", grant_target(&stored.grant)))
+            let entry = Entry::new("grant.delete", grant_target(&stored.grant))
+                .before(&grant_object(&stored));
+            ((), entry)
         })
     }
 
@@ -357,23 +402,25 @@ impl Store {
         let (kind, name) = subject_parts(&grant.subject);
         let target = grant_target(grant);
         write_tx!(self, secs(now), actor, |tx| {
-            let deleted = sqlx::query(
-                "DELETE FROM grants WHERE subject_kind = $1 AND subject_name = $2 AND role = $3 \
-                 AND destination = $4 AND namespace = $5",
-            )
+            let deleted = sqlx::query(concat!(
+                "DELETE FROM grants WHERE subject_kind = $1 AND subject_name = $2 AND role = $3 ",
+                "AND destination = $4 AND namespace = $5 RETURNING ",
+                grant_columns!()
+            ))
             .bind(kind)
             .bind(name)
             .bind(grant.role.as_str())
             .bind(grant.resource.destination.as_str())
             .bind(grant.resource.namespace.as_deref().unwrap_or(""))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .op("revoke a grant")?
-            .rows_affected();
-            if deleted == 0 {
+            .op("revoke a grant")?;
+            let Some(deleted) = deleted else {
                 return Err(not_found(format!("grant of {target}")));
-            }
-            ((), Entry::new("grant.delete", target))
+            };
+            let entry =
+                Entry::new("grant.delete", target).before(&grant_object(&grant_from(&deleted)?));
+            ((), entry)
         })
     }
 

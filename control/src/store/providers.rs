@@ -27,6 +27,19 @@ macro_rules! provider_columns {
     };
 }
 
+/// A provider as the audit trail shows it before and after a change: everything but its
+/// client secret.
+fn provider_object(row: &dyn Columns) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::json!({
+        "name": row.text("name")?,
+        "kind": row.text("kind")?,
+        "url": row.text("url")?,
+        "client_id": row.text("client_id")?,
+        "scopes": row.text("scopes")?.split_whitespace().collect::<Vec<_>>(),
+        "revision": row.int("revision")?,
+    }))
+}
+
 fn provider_context(name: &str) -> String {
     format!("provider:{name}:client_secret")
 }
@@ -97,8 +110,9 @@ impl Store {
             let Some(row) = row else {
                 return Err(StoreError::AlreadyExists { what: target });
             };
-            let entry =
-                Entry::new("provider.create", target).detail(format!("url {}", provider.url));
+            let entry = Entry::new("provider.create", target)
+                .detail(format!("url {}", provider.url))
+                .after(&provider_object(&row)?);
             (self.provider_from(&row)?, entry)
         })
     }
@@ -149,6 +163,15 @@ impl Store {
         let at = secs(now);
         let target = format!("provider {:?}", provider.name);
         write_tx!(self, at, actor, |tx| {
+            let before = sqlx::query(concat!(
+                "SELECT ",
+                provider_columns!(),
+                " FROM providers WHERE name = $1"
+            ))
+            .bind(provider.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .op("read a provider")?;
             let row = sqlx::query(concat!(
                 "UPDATE providers SET kind = $1, url = $2, client_id = $3, client_secret = $4, ",
                 "scopes = $5, updated_at = $6, revision = revision + 1 ",
@@ -176,8 +199,12 @@ impl Store {
                     Some(expected_revision)
                 ));
             };
-            let entry =
-                Entry::new("provider.update", target).detail(format!("url {}", provider.url));
+            let mut entry = Entry::new("provider.update", target)
+                .detail(format!("url {}", provider.url))
+                .after(&provider_object(&row)?);
+            if let Some(before) = before {
+                entry = entry.before(&provider_object(&before)?);
+            }
             (self.provider_from(&row)?, entry)
         })
     }
@@ -189,15 +216,21 @@ impl Store {
         name: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.delete_one(
-            actor,
-            "DELETE FROM providers WHERE name = $1",
-            name,
-            "delete a provider",
-            "provider.delete",
-            format!("provider {name:?}"),
-            now,
-        )
-        .await
+        let target = format!("provider {name:?}");
+        write_tx!(self, secs(now), actor, |tx| {
+            let deleted = sqlx::query(concat!(
+                "DELETE FROM providers WHERE name = $1 RETURNING ",
+                provider_columns!()
+            ))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .op("delete a provider")?;
+            let Some(deleted) = deleted else {
+                return Err(super::not_found(target));
+            };
+            let entry = Entry::new("provider.delete", target).before(&provider_object(&deleted)?);
+            ((), entry)
+        })
     }
 }

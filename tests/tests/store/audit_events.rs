@@ -257,3 +257,132 @@ pub(crate) async fn unaudited_changes_are_not_made(store: &Store, clock: &Manual
         .await
         .expect("audited again, the change is made");
 }
+
+/// The one control-plane event of `action`, newest.
+async fn change(store: &Store, action: &str) -> Event {
+    let filter = AuditFilter {
+        verb: Some(action.to_owned()),
+        ..AuditFilter::default()
+    };
+    let (events, _) = store.query_audit(&filter, None, 1).await.expect("query");
+    events
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {action} event"))
+}
+
+/// Changes carry the object before and after them, as the control API shows it, never a
+/// secret: a grant made, its expiry changed, the grant deleted with its user; a provider made,
+/// changed and deleted.
+pub(crate) async fn changes_show_before_and_after(store: &Store, clock: &ManualClock) {
+    use infra_authz::policy::{Grant, Provider, ProviderKind, Secret, Subject};
+    let now = clock.now();
+    store
+        .create_user("root", "dana@example.com", now)
+        .await
+        .expect("user");
+    let made = store
+        .create_grant(
+            "root",
+            &Grant {
+                subject: Subject::User("dana@example.com".into()),
+                role: "edit".into(),
+                resource: "prod.web".parse().expect("resource"),
+                expires_at: None,
+            },
+            now,
+        )
+        .await
+        .expect("grant");
+    let created = change(store, "grant.create").await;
+    assert!(created.before.is_none(), "{created:?}");
+    let after = created.after.expect("after");
+    assert_eq!(after["user"], "dana@example.com");
+    assert_eq!(after["role"], "edit");
+    assert_eq!(after["resource"], "prod.web");
+    assert_eq!(after["id"], made.id);
+    assert!(after.get("expires_at").is_none(), "{after}");
+
+    let until = now + Duration::from_secs(3600);
+    store
+        .update_grant_expiry("root", made.id, made.revision, Some(until), now)
+        .await
+        .expect("update");
+    let updated = change(store, "grant.update").await;
+    let (before, after) = (
+        updated.before.expect("before"),
+        updated.after.expect("after"),
+    );
+    assert!(before.get("expires_at").is_none(), "{before}");
+    let expires: jiff::Timestamp = after["expires_at"]
+        .as_str()
+        .expect("an expiry")
+        .parse()
+        .expect("RFC 3339");
+    assert_eq!(
+        expires.as_second(),
+        i64::try_from(T0).expect("T0") + 3600,
+        "{after}"
+    );
+    assert_eq!(
+        after["revision"],
+        before["revision"].as_i64().expect("revision") + 1
+    );
+
+    store
+        .delete_user("root", "dana@example.com", now)
+        .await
+        .expect("delete");
+    let deleted = change(store, "user.delete").await;
+    let before = deleted.before.expect("before");
+    assert_eq!(before["user"], "dana@example.com");
+    let grants = before["grants"].as_array().expect("the grants removed");
+    assert_eq!(grants.len(), 1, "{before}");
+    assert_eq!(grants[0]["role"], "edit");
+    assert!(deleted.after.is_none());
+
+    let secret = "client-secret-never-in-the-trail";
+    let okta = Provider {
+        name: "okta2".into(),
+        url: "acme.okta.com".into(),
+        client_id: "client-1".into(),
+        client_secret: Secret::new(secret),
+        kind: ProviderKind::Okta,
+        scopes: vec!["groups".into()],
+    };
+    let stored = store
+        .create_provider("root", &okta, now)
+        .await
+        .expect("provider");
+    let moved = Provider {
+        url: "login.acme.example".into(),
+        ..okta
+    };
+    store
+        .update_provider("root", &moved, stored.revision, now)
+        .await
+        .expect("update");
+    store
+        .delete_provider("root", "okta2", now)
+        .await
+        .expect("delete");
+    let updated = change(store, "provider.update").await;
+    assert_eq!(
+        updated.before.as_ref().expect("before")["url"],
+        "acme.okta.com"
+    );
+    assert_eq!(
+        updated.after.as_ref().expect("after")["url"],
+        "login.acme.example"
+    );
+    let deleted = change(store, "provider.delete").await;
+    assert_eq!(
+        deleted.before.as_ref().expect("before")["client_id"],
+        "client-1"
+    );
+    for action in ["provider.create", "provider.update", "provider.delete"] {
+        let text = serde_json::to_string(&change(store, action).await).expect("JSON");
+        assert!(!text.contains(secret), "{action}: {text}");
+        assert!(text.contains("acme"), "{action} shows the provider: {text}");
+    }
+}

@@ -32,7 +32,7 @@ mod startup;
 mod users;
 
 use audit::audit_trail;
-use audit_events::{audit_events, unaudited_changes_are_not_made};
+use audit_events::{audit_events, changes_show_before_and_after, unaudited_changes_are_not_made};
 use credentials::{access_keys, passwords_and_lockout};
 use providers::{destinations_and_signing_keys, oidc_logins_in_flight, providers_and_sessions};
 use users::{grants, parallel_grant_calls, users_and_groups};
@@ -361,6 +361,12 @@ on_both_databases!(
     postgres_audit_events,
     Start::People,
     |store, _config, clock, _raw| audit_events(store, clock)
+);
+on_both_databases!(
+    sqlite_changes_show_before_and_after,
+    postgres_changes_show_before_and_after,
+    Start::People,
+    |store, _config, clock, _raw| changes_show_before_and_after(store, clock)
 );
 on_both_databases!(
     sqlite_unaudited_changes_are_not_made,
