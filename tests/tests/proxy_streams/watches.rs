@@ -97,12 +97,18 @@ async fn kubectl_watch_streams_each_change_and_ends_with_kubectl(env: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_over_http2_streams_changes_and_ends_with_kubectl() {
-    kubectl_watch_streams_each_change_and_ends_with_kubectl(DEFAULTS).await;
+    Box::pin(kubectl_watch_streams_each_change_and_ends_with_kubectl(
+        DEFAULTS,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_over_http1_streams_changes_and_ends_with_kubectl() {
-    kubectl_watch_streams_each_change_and_ends_with_kubectl(HTTP1).await;
+    Box::pin(kubectl_watch_streams_each_change_and_ends_with_kubectl(
+        HTTP1,
+    ))
+    .await;
 }
 
 /// The switch the HTTP/1.1 tests rely on really makes kubectl speak HTTP/1.1 (checked against
@@ -168,10 +174,16 @@ async fn kubectl_logs_follow_streams_lines_and_ends_with_kubectl(env: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_follow_over_http2_streams_lines_and_ends_with_kubectl() {
-    kubectl_logs_follow_streams_lines_and_ends_with_kubectl(DEFAULTS).await;
+    Box::pin(kubectl_logs_follow_streams_lines_and_ends_with_kubectl(
+        DEFAULTS,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_follow_over_http1_streams_lines_and_ends_with_kubectl() {
-    kubectl_logs_follow_streams_lines_and_ends_with_kubectl(HTTP1).await;
+    Box::pin(kubectl_logs_follow_streams_lines_and_ends_with_kubectl(
+        HTTP1,
+    ))
+    .await;
 }

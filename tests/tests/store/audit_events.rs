@@ -303,7 +303,7 @@ pub(crate) async fn changes_show_before_and_after(store: &Store, clock: &ManualC
     assert_eq!(after["id"], made.id);
     assert!(after.get("expires_at").is_none(), "{after}");
 
-    let until = now + Duration::from_secs(3600);
+    let until = now + Duration::from_hours(1);
     store
         .update_grant_expiry("root", made.id, made.revision, Some(until), now)
         .await
