@@ -349,6 +349,26 @@ impl RemoteProxy {
         staleness_seconds: u64,
         snapshot_file: Option<PathBuf>,
     ) -> Self {
+        Self::start_with(
+            control,
+            destination,
+            access_key,
+            staleness_seconds,
+            snapshot_file,
+            |_| {},
+        )
+        .await
+    }
+
+    /// [`Self::start`], with its arguments changed by `configure` first.
+    pub async fn start_with(
+        control: &ControlHarness,
+        destination: &str,
+        access_key: &str,
+        staleness_seconds: u64,
+        snapshot_file: Option<PathBuf>,
+        configure: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
         certs::init_crypto();
         let dir = tempfile::tempdir().expect("temp dir");
         let (standin, kubeconfig) = upstream(dir.path()).await;
@@ -362,7 +382,7 @@ impl RemoteProxy {
             || dir.path().join("audit-spool.ndjson"),
             |file| file.with_file_name("audit-spool.ndjson"),
         );
-        let args = ServeArgs {
+        let mut args = ServeArgs {
             destination: destination.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             tls_cert: Some(cert),
@@ -406,6 +426,7 @@ impl RemoteProxy {
             worker_threads: None,
             log_format: "text".to_owned(),
         };
+        configure(&mut args);
         let proxy = app::start(args)
             .await
             .expect("proxy-only infra-proxy starts");

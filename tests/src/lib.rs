@@ -14,3 +14,6 @@ pub mod oidc;
 pub mod postgres;
 pub mod proxy;
 pub mod upgrade;
+
+/// The proxy the harnesses start, for tests that set its options.
+pub use infra_proxy;

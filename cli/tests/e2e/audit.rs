@@ -282,6 +282,86 @@ async fn postgres_a_proxy_spools_while_the_control_plane_is_down_and_delivers_on
     Box::pin(spooled_while_the_control_plane_is_away(true)).await;
 }
 
+/// `--audit-fail closed` on a proxy whose control plane is away: it serves while its spool has
+/// room, answers 503 once the spool is full (nothing it cannot record is done), and serves again
+/// when the control plane is back and the spool has been delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_requests_with_audit_fail_closed_until_it_is_delivered() {
+    let mut h = harness(false).await;
+    let admin = admin_with_suzie(&h).await;
+    let key = connector_key(&admin).await;
+    let files = tempfile::tempdir().expect("dir");
+    let snapshot = files.path().join("snapshot.json");
+    // Room for a few events (one is about 600 bytes).
+    let east = Box::pin(RemoteProxy::start_with(
+        &h,
+        "east",
+        &key,
+        900,
+        Some(snapshot),
+        |args| {
+            args.audit_fail = infra_tests::infra_proxy::audit::FailMode::Closed;
+            args.audit_spool_bytes = 4096;
+        },
+    ))
+    .await;
+    admin
+        .infra(&["grants", "add", SUZIE, "east", "--role", "view"])
+        .await
+        .ok();
+    let session = h.login(SUZIE, SUZIE_PASSWORD).await;
+    let token = match h.api(Some(&session)).token("east").await {
+        Ok(answer) => answer.token,
+        Err(refused) => panic!("a token for east: {refused:?}"),
+    };
+    let client = client_for(&east.ca);
+    wait_for(|| async {
+        (status_of(&client, &east.url(), PODS, &token).await == 200).then_some(())
+    })
+    .await;
+
+    h.stop().await;
+    // Served until the spool is full, then refused.
+    let refused = wait_for(|| async {
+        let status = status_of(&client, &east.url(), PODS, &token).await;
+        (status == 503).then_some(status)
+    })
+    .await;
+    assert_eq!(refused, 503);
+    let forwarded = east.standin.recorded().len();
+    for _ in 0..3 {
+        assert_eq!(status_of(&client, &east.url(), PODS, &token).await, 503);
+    }
+    assert_eq!(
+        east.standin.recorded().len(),
+        forwarded,
+        "a refused request never reaches the apiserver"
+    );
+    let spool =
+        std::fs::read_to_string(files.path().join("audit-spool.ndjson")).unwrap_or_default();
+    let served = spool.lines().count();
+    assert!(served >= 1 && spool.len() <= 4096, "{} bytes", spool.len());
+    let readyz =
+        infra_tests::proxy::http_get(&format!("http://{}/readyz", east.proxy.admin_address)).await;
+    assert!(
+        readyz.contains("[!] audit:") && readyz.contains("refusing requests (--audit-fail closed)"),
+        "{readyz}"
+    );
+
+    // The control plane returns: the spool is delivered and requests are served again.
+    h.restart().await;
+    wait_for(|| async {
+        (status_of(&client, &east.url(), PODS, &token).await == 200).then_some(())
+    })
+    .await;
+    let events = east_events(&admin).await;
+    let allowed = events.iter().filter(|e| e.code == Some(200)).count();
+    assert!(
+        allowed > served,
+        "the spooled events arrived ({served} spooled, {allowed} allowed requests in the trail)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_follow_sees_a_new_request_as_it_happens() {
     let h = harness(false).await;
