@@ -127,6 +127,8 @@ pub struct Store {
     passwords: Passwords,
     rng: SystemRandom,
     created: bool,
+    /// The audit trail's group writer, started with the first batch of events.
+    audit_ingest: audit_ingest::Handle,
 }
 
 impl fmt::Debug for Store {
@@ -251,6 +253,7 @@ macro_rules! revision_conflict {
 mod access_keys;
 mod audit;
 mod audit_events;
+mod audit_ingest;
 mod destinations;
 mod ended_sessions;
 mod grants;
@@ -411,6 +414,7 @@ impl Store {
             passwords,
             rng: SystemRandom::new(),
             created,
+            audit_ingest: audit_ingest::Handle::default(),
         }
     }
 
