@@ -249,6 +249,7 @@ macro_rules! revision_conflict {
 mod access_keys;
 mod audit;
 mod audit_events;
+mod audit_exports;
 mod destinations;
 mod ended_sessions;
 mod grants;
@@ -269,6 +270,7 @@ mod users;
 pub use access_keys::{AccessKey, KeyError, KeyKind, NewAccessKey};
 pub use audit::AuditEvent;
 pub use audit_events::{AuditCursor, AuditFilter, control_event};
+pub use audit_exports::{ExportPosition, ExportState};
 pub use destinations::{Destination, NewDestination};
 pub use grants::{Purged, StoredGrant};
 pub use groups::Group;
