@@ -110,6 +110,11 @@ pub fn issuers(
 
 /// Checks the configuration, binds the listeners and starts serving.
 pub async fn start(args: ServeArgs) -> Result<Running> {
+    // Boxed: the start's state is large, and the futures of its callers (tests) stay small.
+    Box::pin(start_boxed(args)).await
+}
+
+async fn start_boxed(args: ServeArgs) -> Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     infra_authz::policy::validate_dns_label(&args.destination)
         .map_err(|why| anyhow!("--destination {why}"))?;
@@ -286,6 +291,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     }
     if let Some(plane) = &control {
         embedded::spawn_notification_reports(plane, Arc::clone(&readiness), Arc::clone(&metrics));
+        embedded::spawn_audit_export_reports(plane, Arc::clone(&readiness), Arc::clone(&metrics));
     }
     spawn_readiness_probes(
         Arc::clone(&upstream),

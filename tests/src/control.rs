@@ -77,8 +77,8 @@ pub struct ControlHarness {
     pub http: reqwest::Client,
     /// The PostgreSQL server, when the store is there.
     pub postgres: Option<crate::postgres::Server>,
-    /// How it was started, for [`Self::restart`].
-    args: ServeArgs,
+    /// How it was started, for [`Self::restart`] (boxed: it keeps the tests' futures small).
+    args: Box<ServeArgs>,
 }
 
 impl ControlHarness {
@@ -145,6 +145,8 @@ impl ControlHarness {
                 snapshot_file: dir.path().join("snapshot.json"),
                 staleness_seconds: 900,
                 audit_retention: Duration::from_hours(24 * 90),
+                audit_otlp_endpoint: None,
+                audit_otlp_headers: Vec::new(),
             },
             audit_log: dir.path().join("audit.log").display().to_string(),
             audit_fail: FailMode::Open,
@@ -191,7 +193,7 @@ impl ControlHarness {
             policy: policy_path,
             http,
             postgres,
-            args,
+            args: Box::new(args),
         }
     }
 
@@ -204,7 +206,7 @@ impl ControlHarness {
     /// Starts the control plane and its proxy again on the same store, policy file and control
     /// address (after [`Self::stop`]).
     pub async fn restart(&mut self) {
-        self.proxy = app::start(self.args.clone())
+        self.proxy = app::start((*self.args).clone())
             .await
             .expect("infra-proxy starts again");
     }
@@ -393,6 +395,8 @@ impl RemoteProxy {
                 snapshot_file: snapshot_file.unwrap_or_else(|| dir.path().join("snapshot.json")),
                 staleness_seconds,
                 audit_retention: Duration::from_hours(24 * 90),
+                audit_otlp_endpoint: None,
+                audit_otlp_headers: Vec::new(),
             },
             audit_log: "off".to_owned(),
             audit_fail: FailMode::Open,
