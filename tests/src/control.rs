@@ -50,6 +50,10 @@ pub struct Options {
     pub rbac_reconcile: Option<ReconcileMode>,
     /// The stand-in authorizes with RBAC from its bindings, as a real cluster does.
     pub enforce_rbac: bool,
+    /// `--audit-otlp-endpoint` (the receiver's CA goes in `provider_ca_file`).
+    pub audit_otlp_endpoint: Option<String>,
+    /// `--audit-otlp-header`s.
+    pub audit_otlp_headers: Vec<String>,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -145,8 +149,8 @@ impl ControlHarness {
                 snapshot_file: dir.path().join("snapshot.json"),
                 staleness_seconds: 900,
                 audit_retention: Duration::from_hours(24 * 90),
-                audit_otlp_endpoint: None,
-                audit_otlp_headers: Vec::new(),
+                audit_otlp_endpoint: options.audit_otlp_endpoint.clone(),
+                audit_otlp_headers: options.audit_otlp_headers.clone(),
             },
             audit_log: dir.path().join("audit.log").display().to_string(),
             audit_fail: FailMode::Open,
