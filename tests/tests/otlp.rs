@@ -262,7 +262,6 @@ async fn requests_and_changes_arrive_decoded_with_their_attributes() {
     assert_eq!(a["infra.decision"], "allow");
     assert_eq!(a["infra.destination"], DESTINATION);
     assert_eq!(a["client.address"], "127.0.0.1");
-    assert!(a["user_agent.original"].is_string(), "{a}");
     assert!(a["infra.audit_id"].is_string(), "{a}");
     assert!(
         a["infra.grant"]
@@ -284,6 +283,7 @@ async fn requests_and_changes_arrive_decoded_with_their_attributes() {
 
     let change = record_where(&records, |r| {
         r["attributes"]["infra.action"] == "user.create"
+            && r["attributes"]["infra.target"] == "user \"suzie@example.com\""
     })
     .expect("the user's creation");
     assert_eq!(change["event_name"], "infra.audit.change");
