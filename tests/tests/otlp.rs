@@ -128,15 +128,22 @@ async fn all_exported(h: &ControlHarness, admin: &str, receiver: &Receiver) -> V
 }
 
 async fn create_user(h: &ControlHarness, admin: &str, name: &str) {
-    let (status, answer) = h
-        .call(
-            "POST",
-            "/api/users",
-            Some(admin),
-            Some(json!({"name": name, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, 201, "{answer}");
+    let created = h.api(Some(admin)).create_user(name, Some(PASSWORD)).await;
+    assert!(created.is_ok(), "{name}: {created:?}");
+}
+
+/// The replicas (`service.instance.id`) whose exports the receiver took.
+fn instances(receiver: &Receiver) -> HashSet<String> {
+    receiver
+        .records()
+        .iter()
+        .map(|r| {
+            r["resource"]["service.instance.id"]
+                .as_str()
+                .expect("instance")
+                .to_owned()
+        })
+        .collect()
 }
 
 /// The event ids of the harness's SQLite store in arrival order.
@@ -478,18 +485,8 @@ async fn on_postgresql_one_replica_exports_and_another_takes_over() {
         ids.iter().all(|id| counts.get(id) == Some(&1)),
         "{counts:?}"
     );
-    let instances: HashSet<String> = s
-        .receiver
-        .records()
-        .iter()
-        .map(|r| {
-            r["resource"]["service.instance.id"]
-                .as_str()
-                .expect("instance")
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(instances.len(), 1, "one replica exported: {instances:?}");
+    let replicas = instances(&s.receiver);
+    assert_eq!(replicas.len(), 1, "one replica exported: {replicas:?}");
 
     // The exporting replica stops: the other takes over and goes on from the same position.
     exporter.stop().await;
@@ -508,20 +505,10 @@ async fn on_postgresql_one_replica_exports_and_another_takes_over() {
         all.iter().all(|id| counts.get(id) == Some(&1)),
         "{counts:?}"
     );
-    let instances: HashSet<String> = s
-        .receiver
-        .records()
-        .iter()
-        .map(|r| {
-            r["resource"]["service.instance.id"]
-                .as_str()
-                .expect("instance")
-                .to_owned()
-        })
-        .collect();
+    let replicas = instances(&s.receiver);
     assert_eq!(
-        instances.len(),
+        replicas.len(),
         2,
-        "the other replica exported next: {instances:?}"
+        "the other replica exported next: {replicas:?}"
     );
 }

@@ -21,6 +21,7 @@ use infra_authz::clock::Clock;
 use tokio::sync::watch;
 
 use super::{Answer, OtlpConfig};
+use crate::oidc::describe;
 use crate::store::{ExportPosition, Store, StoreError};
 
 /// The export's name in the store.
@@ -415,7 +416,7 @@ impl Exporter {
             Err(error) => {
                 return Answer::Retry {
                     after: None,
-                    why: format!("no answer from the receiver: {}", error_chain(&error)),
+                    why: format!("no answer from the receiver: {}", describe(&error)),
                 };
             }
         };
@@ -430,28 +431,16 @@ impl Exporter {
             Err(error) if status.is_success() => {
                 // Taken, but the answer was cut: count it as taken (a partial success would
                 // be lost, not the events).
-                tracing::warn!(error = %error_chain(&error), "the OTLP receiver's answer was cut");
+                tracing::warn!(error = %describe(&error), "the OTLP receiver's answer was cut");
                 bytes::Bytes::new()
             }
             Err(error) => {
                 return Answer::Retry {
                     after: None,
-                    why: format!("the receiver's answer was cut: {}", error_chain(&error)),
+                    why: format!("the receiver's answer was cut: {}", describe(&error)),
                 };
             }
         };
         super::answer(status, retry_after.as_deref(), &body, now)
     }
-}
-
-/// An error and its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

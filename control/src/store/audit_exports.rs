@@ -79,6 +79,13 @@ fn event_of(row: &dyn Columns) -> Result<Event, StoreError> {
     })
 }
 
+/// Each row's event with its position.
+fn positioned<R: Columns>(rows: &[R]) -> Result<Vec<(ExportPosition, Event)>, StoreError> {
+    rows.iter()
+        .map(|row| Ok((position_of(row)?, event_of(row)?)))
+        .collect()
+}
+
 impl Store {
     /// Up to `limit` events after `after`, in export order, each with its position.
     pub async fn audit_after(
@@ -86,32 +93,31 @@ impl Store {
         after: ExportPosition,
         limit: u32,
     ) -> Result<Vec<(ExportPosition, Event)>, StoreError> {
-        let rows = match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query(NEXT_SQLITE)
-                .bind(after.seq)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-                .op("read the audit trail to export")?
-                .iter()
-                .map(|row| Ok((position_of(row)?, event_of(row)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?,
-            Backend::Postgres(pool) => sqlx::query(NEXT_POSTGRES)
-                .bind(after.xid)
-                .bind(after.seq)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-                .op("read the audit trail to export")?
-                .iter()
-                .map(|row| Ok((position_of(row)?, event_of(row)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?,
-        };
-        Ok(rows)
+        const OP: &str = "read the audit trail to export";
+        let limit = i64::from(limit);
+        match &self.backend {
+            Backend::Sqlite(pool) => positioned(
+                &sqlx::query(NEXT_SQLITE)
+                    .bind(after.seq)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .op(OP)?,
+            ),
+            Backend::Postgres(pool) => positioned(
+                &sqlx::query(NEXT_POSTGRES)
+                    .bind(after.xid)
+                    .bind(after.seq)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .op(OP)?,
+            ),
+        }
     }
 
-    /// The export `name`'s row (created, at the trail's start, when there is none).
-    pub async fn export_state(&self, name: &str) -> Result<ExportState, StoreError> {
+    /// Creates export `name`'s row, at the trail's start, when there is none.
+    async fn create_export(&self, name: &str) -> Result<(), StoreError> {
         with_db!(self, |pool, _begin| {
             sqlx::query(
                 "INSERT INTO audit_exports (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
@@ -120,6 +126,14 @@ impl Store {
             .execute(pool)
             .await
             .op("create the audit export")?;
+            Ok(())
+        })
+    }
+
+    /// The export `name`'s row (created, at the trail's start, when there is none).
+    pub async fn export_state(&self, name: &str) -> Result<ExportState, StoreError> {
+        self.create_export(name).await?;
+        with_db!(self, |pool, _begin| {
             let row = sqlx::query(
                 "SELECT after_xid, after_seq, holder, lease_until_ms, exported, dropped \
                  FROM audit_exports WHERE name = $1",
@@ -153,14 +167,8 @@ impl Store {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         let force = matches!(self.backend, Backend::Sqlite(_));
+        self.create_export(name).await?;
         with_db!(self, |pool, _begin| {
-            sqlx::query(
-                "INSERT INTO audit_exports (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .execute(pool)
-            .await
-            .op("create the audit export")?;
             let taken = sqlx::query(
                 "UPDATE audit_exports SET holder = $2, lease_until_ms = $3 \
                  WHERE name = $1 AND (holder = $2 OR holder = '' OR lease_until_ms < $4 OR $5)",
