@@ -281,10 +281,16 @@ impl ControlPlane {
     }
 
     /// Stops what this replica does in the background that another replica or the next start
-    /// must take over at once: the audit export (its lease is let go).
-    pub fn stop_background(&self) {
+    /// must take over at once: the audit export (its lease is let go). Waits for it, at most
+    /// `wait`.
+    pub async fn stop_background(&self, wait: Duration) {
         if let Some(export) = &self.export {
             export.stop();
+            if tokio::time::timeout(wait, export.stopped()).await.is_err() {
+                tracing::warn!(
+                    "the audit export did not stop in time; its lease runs out by itself"
+                );
+            }
         }
     }
 

@@ -53,6 +53,16 @@ pub struct Running {
     pub control: Option<Embedded>,
 }
 
+impl Running {
+    /// Hands over what the control plane in this process does in the background (the audit
+    /// export's lease), waiting for it: call when the process is about to end, after the drain.
+    pub async fn stop_control(&self) {
+        if let Some(plane) = &self.control {
+            embedded::stop(plane).await;
+        }
+    }
+}
+
 /// The trusted issuers the flags describe.
 pub fn issuers(
     destination: &str,

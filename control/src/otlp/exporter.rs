@@ -100,6 +100,8 @@ pub struct Exporter {
     /// Events refused for good.
     pub dropped: AtomicU64,
     stop: watch::Sender<bool>,
+    /// Set when [`Self::run`] has ended (the lease let go).
+    finished: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -152,6 +154,7 @@ impl Exporter {
             retried: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stop: watch::channel(false).0,
+            finished: watch::channel(false).0,
         }
     }
 
@@ -185,6 +188,12 @@ impl Exporter {
     /// Stops the export (the lease is let go, so another replica takes over at once).
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Waits until [`Self::run`] has ended, after [`Self::stop`].
+    pub async fn stopped(&self) {
+        let mut finished = self.finished.subscribe();
+        let _ = finished.wait_for(|finished| *finished).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -262,6 +271,7 @@ impl Exporter {
         if let Err(error) = self.store.release_export_lease(NAME, &self.replica).await {
             tracing::warn!(%error, "the audit export could not let go of its lease");
         }
+        self.finished.send_replace(true);
     }
 
     /// Exports while this replica holds the lease.

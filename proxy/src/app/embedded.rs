@@ -87,6 +87,12 @@ pub fn spawn_notification_reports(
     });
 }
 
+/// Stops the control plane's background work that must be handed over (the audit export, its
+/// lease let go), waiting for it: the process is about to end.
+pub async fn stop(plane: &Embedded) {
+    plane.stop_background(Duration::from_secs(2)).await;
+}
+
 /// Shows the audit trail's OTLP export in `/readyz` (a warning when it keeps failing: events
 /// wait in the store) and in the metrics, every 5 seconds.
 pub fn spawn_audit_export_reports(
@@ -206,7 +212,7 @@ pub async fn serve(
     let background = Arc::clone(plane);
     tokio::spawn(async move {
         stopping.started().await;
-        background.stop_background();
+        background.stop_background(Duration::from_secs(2)).await;
     });
     serve_control(plane, listener, acceptor_for(resolver)?, drain, limits);
     let destination = NewDestination {

@@ -70,6 +70,12 @@ pub fn spawn_audit_export_reports(
 }
 
 /// Never called: there is no control plane.
+#[allow(clippy::unused_async)]
+pub async fn stop(plane: &Embedded) {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
 pub fn audit_forward(plane: &Embedded) -> Arc<dyn crate::audit::Forward> {
     match *plane {}
 }
