@@ -15,7 +15,9 @@ It answers as the OTLP/HTTP specification says a receiver does: 200 with an (emp
 `ExportLogsServiceResponse` in protobuf; 404 for another path; 415 for another content type;
 400 with a `google.rpc.Status` for a body that does not decode. While the file --fail-while
 names exists, or for the first --fail-first requests, it answers --fail-status (503) with
-`Retry-After: 1` and records nothing (a receiver that is down). Every request, accepted or not,
+`Retry-After: 1` and records nothing (a receiver that is down). The next --refuse-first requests
+are refused for good (400, with a `google.rpc.Status`), and the next --partial-first are taken
+with a `partial_success` that rejects one record. Every request, accepted or not,
 is counted in --out's sibling `<out>.requests` (one line each: the status answered).
 
 The first line on stdout is `listening <port>`; it serves HTTPS with --cert and --key until
@@ -49,6 +51,12 @@ def any_value(value):
     if kind == "bytes_value":
         return value.bytes_value.hex()
     return getattr(value, kind)
+
+
+def rpc_status(code, message):
+    """A `google.rpc.Status` (code = 1, message = 2), the body of an OTLP/HTTP error."""
+    text = message.encode()
+    return bytes([0x08, code, 0x12, len(text)]) + text
 
 
 def attributes(key_values):
@@ -91,6 +99,10 @@ class Handler(BaseHTTPRequestHandler):
         if failing:
             self.answer(args.fail_status, b"", "text/plain", [("Retry-After", "1")])
             return
+        if number <= args.fail_first + args.refuse_first:
+            self.answer(400, rpc_status(3, "refused by the test receiver"))
+            return
+        partial = number <= args.fail_first + args.refuse_first + args.partial_first
         request = logs_service_pb2.ExportLogsServiceRequest()
         try:
             request.ParseFromString(body)
@@ -129,6 +141,9 @@ class Handler(BaseHTTPRequestHandler):
             for line in lines:
                 out.write(line + "\n")
         response = logs_service_pb2.ExportLogsServiceResponse()
+        if partial:
+            response.partial_success.rejected_log_records = 1
+            response.partial_success.error_message = "one record refused by the test receiver"
         self.answer(200, response.SerializeToString())
 
 
@@ -141,6 +156,8 @@ def main():
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--fail-while", default="")
     parser.add_argument("--fail-status", type=int, default=503)
+    parser.add_argument("--refuse-first", type=int, default=0)
+    parser.add_argument("--partial-first", type=int, default=0)
     parser.add_argument("--keep-header", action="append", default=[])
     args = parser.parse_args()
     args.keep_header = [h.lower() for h in args.keep_header]

@@ -18,6 +18,10 @@ pub struct ReceiverOptions {
     pub fail_first: u32,
     /// Answer 503 while this file exists.
     pub fail_while: Option<PathBuf>,
+    /// Then refuse this many for good (400).
+    pub refuse_first: u32,
+    /// Then answer this many with a `partial_success` rejecting one record.
+    pub partial_first: u32,
     /// Record these request headers (names) with each record.
     pub keep_headers: Vec<String>,
 }
@@ -59,7 +63,11 @@ impl Receiver {
             .arg("--out")
             .arg(&out)
             .arg("--fail-first")
-            .arg(options.fail_first.to_string());
+            .arg(options.fail_first.to_string())
+            .arg("--refuse-first")
+            .arg(options.refuse_first.to_string())
+            .arg("--partial-first")
+            .arg(options.partial_first.to_string());
         if let Some(path) = &options.fail_while {
             command.arg("--fail-while").arg(path);
         }

@@ -394,6 +394,64 @@ async fn a_failing_receiver_loses_nothing_and_the_retries_are_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_partial_successes_are_dropped_and_counted_and_the_export_goes_on() {
+    let s = setup(
+        ReceiverOptions {
+            refuse_first: 1,
+            partial_first: 1,
+            ..ReceiverOptions::default()
+        },
+        Vec::new(),
+    )
+    .await;
+    let h = ControlHarness::start_with(POLICY, s.options.clone()).await;
+    let admin = h.admin().await;
+    // The first export is refused for good (400): dropped, not retried; the next is taken
+    // with one record rejected; the export goes on.
+    wait_up_to(20, "a refusal and a partial success", || async {
+        let statuses = s.receiver.statuses();
+        (statuses.len() >= 2).then_some(())
+    })
+    .await;
+    create_user(&h, &admin, "later@example.com").await;
+    wait_up_to(20, "the later event", || async {
+        s.receiver
+            .records()
+            .iter()
+            .any(|r| r["attributes"]["infra.target"] == "user \"later@example.com\"")
+            .then_some(())
+    })
+    .await;
+    let statuses = s.receiver.statuses();
+    assert_eq!(&statuses[..2], &[400, 200], "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s != 503), "{statuses:?}");
+    let (_, export) = h.call("GET", "/api/audit/export", Some(&admin), None).await;
+    let dropped = export["dropped"].as_u64().expect("dropped");
+    assert!(dropped >= 2, "{export}");
+    assert_eq!(export["retried"], 0, "{export}");
+    assert_eq!(export["failures_in_a_row"], 0, "{export}");
+    // What the receiver refused is not in what it took; everything else is.
+    let ids = stored_ids(&h, &admin).await;
+    let counts = received(&s.receiver);
+    let missing = ids.iter().filter(|id| !counts.contains_key(*id)).count();
+    assert_eq!(
+        u64::try_from(missing).expect("a count") + 1,
+        dropped,
+        "the refused batch is missing, and the partial success's record was taken but counted"
+    );
+    let metrics_url = format!("http://{}/metrics", h.proxy.admin_address);
+    let expected = f64::from(u32::try_from(dropped).expect("a count"));
+    wait_up_to(20, "the dropped counter", || async {
+        metric(
+            &http_get(&metrics_url).await,
+            "infra_proxy_audit_otlp_dropped_total",
+        )
+        .filter(|n| *n >= expected)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_goes_on_from_the_stored_position() {
     let s = setup(ReceiverOptions::default(), Vec::new()).await;
     let mut h = ControlHarness::start_with(POLICY, s.options.clone()).await;
