@@ -219,6 +219,36 @@ pub struct Ingested {
     pub duplicates: u64,
 }
 
+/// `GET /api/audit/export`: the audit trail's export as OpenTelemetry logs over OTLP.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// Whether this control plane exports (`--audit-otlp-endpoint`).
+    pub configured: bool,
+    /// Where the logs go (the receiver's logs URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// What this replica's exporter does: `starting`, `exporting`, `standby` (another replica
+    /// exports), `stopped`, or `off`.
+    pub mode: String,
+    /// Events the receiver took, all replicas together, since the export began.
+    pub exported: u64,
+    /// Events the receiver refused for good (they stay in the store).
+    pub dropped: u64,
+    /// Failed attempts of this replica that were retried, since it started.
+    pub retried: u64,
+    /// Failed attempts in a row (0: the last one worked).
+    pub failures_in_a_row: u64,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<Timestamp>,
+    /// When this replica's receiver last took a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_export_at: Option<Timestamp>,
+}
+
 /// `GET /api/audit`: one page of events, newest first.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EventPage {

@@ -98,6 +98,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/sync/{destination}"),
     ("get", "/api/audit"),
     ("get", "/api/audit/stream"),
+    ("get", "/api/audit/export"),
     ("post", "/api/audit/events"),
 ];
 
@@ -198,6 +199,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/sync/{destination}", get(sync::stream))
         .route("/api/audit", get(audit::list))
         .route("/api/audit/stream", get(audit::stream))
+        .route("/api/audit/export", get(audit::export))
         .route(
             "/api/audit/events",
             post(audit::ingest).layer(axum::extract::DefaultBodyLimit::max(

@@ -14,6 +14,7 @@
 //! - [`clients`]: who is on the other end: client addresses and per-address rate limits.
 //! - [`requests`]: access requests: asking, reviewing, on-call approval ([`oncall`]),
 //!   notifications ([`notify`]), and their expiry.
+//! - [`otlp`]: the audit trail exported as OpenTelemetry logs over OTLP/HTTP.
 //! - [`api`]: the HTTP API the CLI and proxies talk to, on the wire types of `infra-api`.
 //!
 //! It depends on `infra-api` (wire types) and `infra-authz` (the policy model), never on the
@@ -28,6 +29,7 @@ pub mod login;
 pub mod notify;
 pub mod oidc;
 pub mod oncall;
+pub mod otlp;
 pub mod passwords;
 pub mod plane;
 pub mod requests;

@@ -472,7 +472,7 @@ fn string_list(value: &serde_json::Value) -> Option<Vec<String>> {
 }
 
 /// An error and its causes on one line.
-fn describe(error: &dyn std::error::Error) -> String {
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -76,6 +76,8 @@ pub struct ControlConfig {
     pub anonymous_burst: u32,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// Export the audit trail as OpenTelemetry logs there (`--audit-otlp-endpoint`).
+    pub audit_otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 impl ControlConfig {
@@ -96,6 +98,7 @@ impl ControlConfig {
             anonymous_per_minute: 20,
             anonymous_burst: 40,
             audit_retention: Duration::from_hours(24 * 90),
+            audit_otlp: None,
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct ControlPlane {
     pub(crate) on_call: crate::oncall::OnCall,
     /// Access requests' notifications.
     pub(crate) notifications: Arc<crate::notify::Notifications>,
+    /// The audit trail's export over OTLP, when configured.
+    export: Option<Arc<crate::otlp::exporter::Exporter>>,
 }
 
 impl ControlPlane {
@@ -199,6 +204,20 @@ impl ControlPlane {
             crate::notify::RETRY_BASE,
             Arc::clone(&clock),
         ));
+        let replica = uuid::Uuid::new_v4().to_string();
+        let export = match &config.audit_otlp {
+            Some(otlp) => Some(Arc::new(crate::otlp::exporter::Exporter::new(
+                store.clone(),
+                crate::oidc::outbound_client(
+                    config.provider_ca_file.as_deref(),
+                    Duration::from_secs(30),
+                )?,
+                otlp.clone(),
+                Arc::clone(&clock),
+                replica.clone(),
+            ))),
+            None => None,
+        };
         let (hints, hints_rx) = tokio::sync::mpsc::unbounded_channel();
         let (events, _) = tokio::sync::broadcast::channel(fanout::EVENT_BACKLOG);
         let (notices, notices_rx) = if store.database_kind() == "postgres" {
@@ -220,7 +239,7 @@ impl ControlPlane {
             changes,
             generation: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::Mutex::new(std::collections::HashMap::new()),
-            replica: uuid::Uuid::new_v4().to_string(),
+            replica,
             cluster_reports: std::sync::Mutex::new(std::collections::HashMap::new()),
             deciders: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock,
@@ -229,6 +248,7 @@ impl ControlPlane {
             request_settings: ArcSwap::from_pointee(FileRequestSettings::default()),
             on_call: crate::oncall::OnCall::new(outbound),
             notifications,
+            export,
         });
         plane.load_ended().await?;
         plane.spawn_publisher(hints_rx);
@@ -239,6 +259,9 @@ impl ControlPlane {
         plane.bootstrap(policy).await?;
         plane.spawn_replica_listener();
         plane.spawn_request_sweeper();
+        if let Some(export) = &plane.export {
+            tokio::spawn(Arc::clone(export).run());
+        }
         Ok(plane)
     }
 
@@ -250,6 +273,25 @@ impl ControlPlane {
     /// The configuration.
     pub fn config(&self) -> &ControlConfig {
         &self.config
+    }
+
+    /// The audit trail's export over OTLP, when configured.
+    pub fn audit_export(&self) -> Option<&Arc<crate::otlp::exporter::Exporter>> {
+        self.export.as_ref()
+    }
+
+    /// Stops what this replica does in the background that another replica or the next start
+    /// must take over at once: the audit export (its lease is let go). Waits for it, at most
+    /// `wait`.
+    pub async fn stop_background(&self, wait: Duration) {
+        if let Some(export) = &self.export {
+            export.stop();
+            if tokio::time::timeout(wait, export.stopped()).await.is_err() {
+                tracing::warn!(
+                    "the audit export did not stop in time; its lease runs out by itself"
+                );
+            }
+        }
     }
 
     /// The clock.

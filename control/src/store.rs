@@ -24,10 +24,11 @@
 //! One file per aggregate, each with its own `impl Store` block and its row types: `users`,
 //! `lockout` (password logins and failed-login counting), `groups`, `grants`, `access_keys`,
 //! `providers`, `idp_sessions`, `destinations`, `signing_keys`, `audit` and `audit_events` (the
-//! audit trail), `managed`, `oidc_logins`, `requests` and `request_rules` (access requests, their
-//! reviews and rules) and `notices` (changes announced to the other replicas). This file keeps the
-//! handle, the error, and what they all share: the `with_db!` dispatch, the `write_tx!` write
-//! skeleton, and typed column access.
+//! audit trail), `audit_exports` (the OTLP export's position and lease), `managed`,
+//! `oidc_logins`, `requests` and `request_rules` (access requests, their reviews and rules) and
+//! `notices` (changes announced to the other replicas). This file keeps the handle, the error,
+//! and what they all share: the `with_db!` dispatch, the `write_tx!` write skeleton, and typed
+//! column access.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -253,6 +254,7 @@ macro_rules! revision_conflict {
 mod access_keys;
 mod audit;
 mod audit_events;
+mod audit_exports;
 mod audit_ingest;
 mod destinations;
 mod ended_sessions;
@@ -274,6 +276,7 @@ mod users;
 pub use access_keys::{AccessKey, KeyError, KeyKind, NewAccessKey};
 pub use audit::AuditEvent;
 pub use audit_events::{AuditCursor, AuditFilter, control_event};
+pub use audit_exports::{ExportPosition, ExportState};
 pub use destinations::{Destination, NewDestination};
 pub use grants::{Purged, StoredGrant};
 pub use groups::Group;

@@ -53,6 +53,16 @@ pub struct Running {
     pub control: Option<Embedded>,
 }
 
+impl Running {
+    /// Hands over what the control plane in this process does in the background (the audit
+    /// export's lease), waiting for it: call when the process is about to end, after the drain.
+    pub async fn stop_control(&self) {
+        if let Some(plane) = &self.control {
+            embedded::stop(plane).await;
+        }
+    }
+}
+
 /// The trusted issuers the flags describe.
 pub fn issuers(
     destination: &str,
@@ -110,6 +120,11 @@ pub fn issuers(
 
 /// Checks the configuration, binds the listeners and starts serving.
 pub async fn start(args: ServeArgs) -> Result<Running> {
+    // Boxed: the start's state is large, and the futures of its callers (tests) stay small.
+    Box::pin(start_boxed(args)).await
+}
+
+async fn start_boxed(args: ServeArgs) -> Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     infra_authz::policy::validate_dns_label(&args.destination)
         .map_err(|why| anyhow!("--destination {why}"))?;
@@ -286,6 +301,7 @@ pub async fn start(args: ServeArgs) -> Result<Running> {
     }
     if let Some(plane) = &control {
         embedded::spawn_notification_reports(plane, Arc::clone(&readiness), Arc::clone(&metrics));
+        embedded::spawn_audit_export_reports(plane, Arc::clone(&readiness), Arc::clone(&metrics));
     }
     spawn_readiness_probes(
         Arc::clone(&upstream),

@@ -333,6 +333,24 @@ pub struct ControlArgs {
     #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_retention)]
     pub audit_retention: std::time::Duration,
 
+    /// Export the audit trail (every proxy's requests and the control plane's actions) as
+    /// OpenTelemetry logs over OTLP/HTTP to this base endpoint (`https://collector:4318`): the
+    /// logs are POSTed to its path and `v1/logs`. https only; the system roots and
+    /// --provider-ca-file are trusted.
+    #[arg(long, env = "INFRA_AUDIT_OTLP_ENDPOINT", requires = "control_listen")]
+    pub audit_otlp_endpoint: Option<String>,
+
+    /// A header sent with every OTLP export, `NAME=VALUE`; the value may be `env:VAR` or
+    /// `file:PATH` (for an API key). Repeatable.
+    #[arg(
+        long = "audit-otlp-header",
+        env = "INFRA_AUDIT_OTLP_HEADERS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        requires = "audit_otlp_endpoint"
+    )]
+    pub audit_otlp_headers: Vec<String>,
+
     /// A redirect URI (exact) OIDC logins may use besides loopback ones. Repeatable.
     #[arg(
         long = "oidc-redirect-uri",

@@ -91,6 +91,8 @@ fn run(args: ServeArgs) -> Result<()> {
         }
         // What is queued for the audit log is written (or spooled) before the process ends.
         running.proxy.audit.close().await;
+        // The audit export's lease is let go, so another replica takes over at once.
+        running.stop_control().await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Upgraded streams and watches still open are cut here.

@@ -68,6 +68,12 @@ pub struct Metrics {
     pub audit_recorded: Counter,
     /// Audit events put in the spool file while the control plane could not take them.
     pub audit_spooled: Counter,
+    /// Audit events the OTLP receiver took (this replica's export).
+    pub audit_otlp_exported: Counter,
+    /// Failed OTLP export attempts that were retried.
+    pub audit_otlp_retries: Counter,
+    /// Audit events the OTLP receiver refused for good.
+    pub audit_otlp_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -203,6 +209,24 @@ impl Metrics {
             "Audit events put in the spool file while the control plane could not take them",
             audit_spooled.clone(),
         );
+        let audit_otlp_exported = Counter::default();
+        registry.register(
+            "audit_otlp_exported",
+            "Audit events the OTLP receiver took from this replica's export",
+            audit_otlp_exported.clone(),
+        );
+        let audit_otlp_retries = Counter::default();
+        registry.register(
+            "audit_otlp_retries",
+            "Failed OTLP export attempts (429, 502, 503, 504, no answer) that were retried",
+            audit_otlp_retries.clone(),
+        );
+        let audit_otlp_dropped = Counter::default();
+        registry.register(
+            "audit_otlp_dropped",
+            "Audit events the OTLP receiver refused for good (not exported; still in the store)",
+            audit_otlp_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -224,6 +248,9 @@ impl Metrics {
             notifications_dropped,
             audit_recorded,
             audit_spooled,
+            audit_otlp_exported,
+            audit_otlp_retries,
+            audit_otlp_dropped,
         }
     }
 

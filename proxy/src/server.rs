@@ -136,7 +136,13 @@ impl Drain {
         self.open()
     }
 
-    fn started(&self) -> bool {
+    /// Waits until the drain starts.
+    pub async fn started(&self) {
+        let mut signal = self.signal.subscribe();
+        let _ = signal.wait_for(|started| *started).await;
+    }
+
+    fn has_started(&self) -> bool {
         *self.signal.borrow()
     }
 }
@@ -180,7 +186,7 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        if drain.started() {
+        if drain.has_started() {
             break;
         }
         let admitted = match admission.admit(peer.ip()) {

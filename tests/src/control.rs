@@ -50,6 +50,10 @@ pub struct Options {
     pub rbac_reconcile: Option<ReconcileMode>,
     /// The stand-in authorizes with RBAC from its bindings, as a real cluster does.
     pub enforce_rbac: bool,
+    /// `--audit-otlp-endpoint` (the receiver's CA goes in `provider_ca_file`).
+    pub audit_otlp_endpoint: Option<String>,
+    /// `--audit-otlp-header`s.
+    pub audit_otlp_headers: Vec<String>,
 }
 
 /// A loopback address with a port that was free a moment ago. The control API's address is
@@ -77,8 +81,8 @@ pub struct ControlHarness {
     pub http: reqwest::Client,
     /// The PostgreSQL server, when the store is there.
     pub postgres: Option<crate::postgres::Server>,
-    /// How it was started, for [`Self::restart`].
-    args: ServeArgs,
+    /// How it was started, for [`Self::restart`] (boxed: it keeps the tests' futures small).
+    args: Box<ServeArgs>,
 }
 
 impl ControlHarness {
@@ -145,6 +149,8 @@ impl ControlHarness {
                 snapshot_file: dir.path().join("snapshot.json"),
                 staleness_seconds: 900,
                 audit_retention: Duration::from_hours(24 * 90),
+                audit_otlp_endpoint: options.audit_otlp_endpoint.clone(),
+                audit_otlp_headers: options.audit_otlp_headers.clone(),
             },
             audit_log: dir.path().join("audit.log").display().to_string(),
             audit_fail: FailMode::Open,
@@ -191,7 +197,7 @@ impl ControlHarness {
             policy: policy_path,
             http,
             postgres,
-            args,
+            args: Box::new(args),
         }
     }
 
@@ -204,7 +210,7 @@ impl ControlHarness {
     /// Starts the control plane and its proxy again on the same store, policy file and control
     /// address (after [`Self::stop`]).
     pub async fn restart(&mut self) {
-        self.proxy = app::start(self.args.clone())
+        self.proxy = app::start((*self.args).clone())
             .await
             .expect("infra-proxy starts again");
     }
@@ -413,6 +419,8 @@ impl RemoteProxy {
                 snapshot_file: snapshot_file.unwrap_or_else(|| dir.path().join("snapshot.json")),
                 staleness_seconds,
                 audit_retention: Duration::from_hours(24 * 90),
+                audit_otlp_endpoint: None,
+                audit_otlp_headers: Vec::new(),
             },
             audit_log: "off".to_owned(),
             audit_fail: FailMode::Open,

@@ -11,6 +11,7 @@ pub mod control;
 pub mod hooks;
 pub mod kubectl;
 pub mod oidc;
+pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod upgrade;

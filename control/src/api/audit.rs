@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use infra_api::audit::{Batch, Event, EventPage, Kind, MAX_BATCH_EVENTS, SCHEMA_VERSION};
+use infra_api::audit::{
+    Batch, Event, EventPage, ExportStatus, Kind, MAX_BATCH_EVENTS, SCHEMA_VERSION,
+};
 
 use super::caller::Caller;
 use super::extract::{Body, Params, ok, parse_time};
@@ -264,4 +266,34 @@ pub(super) async fn ingest(
     }
     let ingested = plane.store().record_audit_events(&batch.events).await?;
     Ok(ok(ingested))
+}
+
+/// `GET /api/audit/export`: what the audit trail's OTLP export does.
+pub(super) async fn export(State(plane): Plane, caller: Caller) -> ApiResult {
+    caller.require_auditor()?;
+    let Some(exporter) = plane.audit_export() else {
+        return Ok(ok(ExportStatus {
+            mode: "off".to_owned(),
+            ..ExportStatus::default()
+        }));
+    };
+    let state = plane
+        .store()
+        .export_state(crate::otlp::exporter::NAME)
+        .await?;
+    let status = exporter.status();
+    let at = |time: SystemTime| jiff::Timestamp::try_from(time).ok();
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(ok(ExportStatus {
+        configured: true,
+        url: Some(exporter.url().to_string()),
+        mode: status.mode.as_str().to_owned(),
+        exported: count(state.exported),
+        dropped: count(state.dropped),
+        retried: exporter.retried.load(Ordering::Relaxed),
+        failures_in_a_row: status.failures_in_a_row,
+        last_error: status.last_error.as_ref().map(|(error, _)| error.clone()),
+        last_error_at: status.last_error.and_then(|(_, time)| at(time)),
+        last_export_at: status.last_export.and_then(at),
+    }))
 }

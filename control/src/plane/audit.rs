@@ -24,7 +24,14 @@ impl ControlPlane {
         let cutoff = i64::try_from(cutoff.as_micros()).unwrap_or(i64::MAX);
         let mut removed = 0;
         loop {
-            let batch = self.store.purge_audit(cutoff, PURGE_BATCH).await?;
+            // While the trail is exported, what the receiver has not taken yet stays.
+            let batch = if self.export.is_some() {
+                self.store
+                    .purge_exported_audit(cutoff, PURGE_BATCH, crate::otlp::exporter::NAME)
+                    .await?
+            } else {
+                self.store.purge_audit(cutoff, PURGE_BATCH).await?
+            };
             removed += batch;
             if batch < u64::from(PURGE_BATCH) {
                 break;

@@ -87,6 +87,51 @@ pub fn spawn_notification_reports(
     });
 }
 
+/// Stops the control plane's background work that must be handed over (the audit export, its
+/// lease let go), waiting for it: the process is about to end.
+pub async fn stop(plane: &Embedded) {
+    plane.stop_background(Duration::from_secs(2)).await;
+}
+
+/// Shows the audit trail's OTLP export in `/readyz` (a warning when it keeps failing: events
+/// wait in the store) and in the metrics, every 5 seconds.
+pub fn spawn_audit_export_reports(
+    plane: &Embedded,
+    readiness: Arc<crate::admin::Readiness>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let Some(export) = plane.audit_export().cloned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = [0_u64; 3];
+        loop {
+            tick.tick().await;
+            let now = [
+                export.exported.load(Ordering::Relaxed),
+                export.retried.load(Ordering::Relaxed),
+                export.dropped.load(Ordering::Relaxed),
+            ];
+            let counters = [
+                &metrics.audit_otlp_exported,
+                &metrics.audit_otlp_retries,
+                &metrics.audit_otlp_dropped,
+            ];
+            for ((counter, now), seen) in counters.into_iter().zip(now).zip(seen.iter_mut()) {
+                counter.inc_by(now.saturating_sub(*seen));
+                *seen = now;
+            }
+            readiness.warn("audit export", export.problem());
+            if export.status().mode == infra_control::otlp::exporter::Mode::Stopped {
+                break;
+            }
+        }
+    });
+}
+
 /// The control plane as the owner of the policy file's declarations.
 pub fn file_owner(plane: &Embedded) -> Arc<dyn FileOwner> {
     Arc::new(PolicyFileOwner(Arc::clone(plane)))
@@ -163,6 +208,12 @@ pub async fn serve(
     public_url: String,
     limits: Limits,
 ) -> Result<()> {
+    let stopping = drain.clone();
+    let background = Arc::clone(plane);
+    tokio::spawn(async move {
+        stopping.started().await;
+        background.stop_background(Duration::from_secs(2)).await;
+    });
     serve_control(plane, listener, acceptor_for(resolver)?, drain, limits);
     let destination = NewDestination {
         name: name.to_owned(),
@@ -248,6 +299,12 @@ async fn start_control(
     config.anonymous_burst = control.client_burst;
     if !control.audit_retention.is_zero() {
         config.audit_retention = control.audit_retention;
+    }
+    if let Some(endpoint) = &control.audit_otlp_endpoint {
+        config.audit_otlp = Some(infra_control::otlp::OtlpConfig::parse(
+            endpoint,
+            &control.audit_otlp_headers,
+        )?);
     }
     let plane = ControlPlane::start(store, config, policy, clock).await?;
     plane.spawn_rotation(Duration::from_mins(1));

@@ -61,6 +61,21 @@ pub fn spawn_notification_reports(
 }
 
 /// Never called: there is no control plane.
+pub fn spawn_audit_export_reports(
+    plane: &Embedded,
+    _readiness: Arc<crate::admin::Readiness>,
+    _metrics: Arc<crate::metrics::Metrics>,
+) {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
+#[allow(clippy::unused_async)]
+pub async fn stop(plane: &Embedded) {
+    match *plane {}
+}
+
+/// Never called: there is no control plane.
 pub fn audit_forward(plane: &Embedded) -> Arc<dyn crate::audit::Forward> {
     match *plane {}
 }

@@ -132,3 +132,25 @@ fn names_are_cut_to_63_characters_and_stay_distinct() {
         );
     }
 }
+
+#[test]
+fn the_audit_export_takes_its_endpoint_and_headers_from_values() {
+    let objects = objects(&template(&[
+        "control.auditOtlp.endpoint=https://otel-collector.observability:4318",
+        "control.auditOtlp.headersSecret=otlp-headers",
+    ]));
+    assert_valid_objects(&objects);
+    let env = env(&objects);
+    assert_eq!(
+        env["INFRA_AUDIT_OTLP_ENDPOINT"],
+        "https://otel-collector.observability:4318"
+    );
+    assert_eq!(
+        env["INFRA_AUDIT_OTLP_HEADERS"],
+        "secret:otlp-headers/headers"
+    );
+    // By default there is no export.
+    let env = crate::env(&crate::objects(&template(&[])));
+    assert!(!env.contains_key("INFRA_AUDIT_OTLP_ENDPOINT"));
+    assert!(!env.contains_key("INFRA_AUDIT_OTLP_HEADERS"));
+}

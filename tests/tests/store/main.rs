@@ -25,6 +25,7 @@ pub(crate) const CLIENT: &str = "192.0.2.10";
 
 mod audit;
 mod audit_events;
+mod audit_exports;
 mod credentials;
 mod hash_cost;
 mod providers;
@@ -33,6 +34,7 @@ mod users;
 
 use audit::audit_trail;
 use audit_events::{audit_events, changes_show_before_and_after, unaudited_changes_are_not_made};
+use audit_exports::audit_exports;
 use credentials::{access_keys, passwords_and_lockout};
 use providers::{destinations_and_signing_keys, oidc_logins_in_flight, providers_and_sessions};
 use users::{grants, parallel_grant_calls, users_and_groups};
@@ -367,6 +369,12 @@ on_both_databases!(
     postgres_changes_show_before_and_after,
     Start::People,
     |store, _config, clock, _raw| changes_show_before_and_after(store, clock)
+);
+on_both_databases!(
+    sqlite_audit_exports,
+    postgres_audit_exports,
+    Start::People,
+    |store, _config, _clock, raw| audit_exports(store, raw)
 );
 on_both_databases!(
     sqlite_unaudited_changes_are_not_made,

@@ -44,6 +44,10 @@ fn postgres_migrator() -> Migrator {
             "ended sessions",
             include_str!("../../../migrations/postgres/0007_ended_sessions.sql"),
         ),
+        (
+            "audit exports",
+            include_str!("../../../migrations/postgres/0008_audit_exports.sql"),
+        ),
     ])
 }
 

@@ -53,6 +53,10 @@ fn sqlite_migrator() -> Migrator {
             "ended sessions",
             include_str!("../../../migrations/sqlite/0007_ended_sessions.sql"),
         ),
+        (
+            "audit exports",
+            include_str!("../../../migrations/sqlite/0008_audit_exports.sql"),
+        ),
     ])
 }
 
