@@ -149,7 +149,7 @@ pub(super) async fn stream(State(plane): Plane, caller: Caller, params: Params) 
         ));
     }
     let follower = Follower;
-    let mut after = plane.store().last_audit_seq().await?;
+    let mut after = plane.store().audit_follow_start().await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::spawn(async move {
         let _follower = follower;
@@ -159,8 +159,8 @@ pub(super) async fn stream(State(plane): Plane, caller: Caller, params: Params) 
             match plane.store().follow_audit(&filter, after, 500).await {
                 Ok(events) if !events.is_empty() => {
                     let mut lines = Vec::new();
-                    for (seq, event) in events {
-                        after = seq;
+                    for (position, event) in events {
+                        after = position;
                         if serde_json::to_writer(&mut lines, &event).is_ok() {
                             lines.push(b'\n');
                         }

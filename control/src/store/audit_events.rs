@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use infra_api::audit::{Event, Ingested, Kind, SCHEMA_VERSION};
 
-use super::{Columns, Op as _, Store, StoreError};
+use super::{Columns, ExportPosition, Op as _, Store, StoreError};
 
 /// The columns of an insert, in order.
 pub(super) const INSERT_COLUMNS: &str = "INSERT INTO audit_events (event_id, at_us, kind, \
@@ -372,41 +372,80 @@ impl Store {
         Ok((events, next))
     }
 
-    /// Up to `limit` events that `filter` wants that arrived after `after` (an arrival number),
-    /// in arrival order, each with its arrival number: what a follower has not seen yet.
+    /// Up to `limit` events that `filter` wants, after position `after`, in the order the
+    /// export reads them (arrival on SQLite; on PostgreSQL by writing transaction and arrival,
+    /// only transactions older than every one still running: an event that commits late is
+    /// never stepped over), each with its position.
     pub async fn follow_audit(
         &self,
         filter: &AuditFilter,
-        after: i64,
+        after: ExportPosition,
         limit: u32,
-    ) -> Result<Vec<(i64, Event)>, StoreError> {
+    ) -> Result<Vec<(ExportPosition, Event)>, StoreError> {
         let mut args = Vec::new();
         let mut conds = conditions(filter, &mut args);
-        args.push(Arg::Int(after));
-        conds.push(format!("seq > ${}", args.len()));
+        let postgres = matches!(self.backend, super::Backend::Postgres(_));
+        if postgres {
+            args.push(Arg::Int(after.xid));
+            let xid = args.len();
+            args.push(Arg::Int(after.seq));
+            conds.push(format!(
+                "(xid, seq) > (CAST(CAST(${xid} AS BIGINT) AS TEXT)::xid8, ${}) \
+                 AND xid < pg_snapshot_xmin(pg_current_snapshot())",
+                args.len()
+            ));
+        } else {
+            args.push(Arg::Int(after.seq));
+            conds.push(format!("seq > ${}", args.len()));
+        }
         args.push(Arg::Int(i64::from(limit)));
+        let (xid, order) = if postgres {
+            ("CAST(CAST(xid AS TEXT) AS BIGINT)", "xid, seq")
+        } else {
+            ("0", "seq")
+        };
         let sql = format!(
-            "SELECT seq, body FROM audit_events{} ORDER BY seq LIMIT ${}",
+            "SELECT {xid} AS xid, seq, body FROM audit_events{} ORDER BY {order} LIMIT ${}",
             where_clause(&conds),
             args.len()
         );
         with_db!(self, |pool, _begin| {
             let rows = fetch_built!(pool, sql.clone(), args, "follow the audit trail");
             rows.iter()
-                .map(|row| Ok((row.int("seq")?, event_of(row)?)))
+                .map(|row| {
+                    let position = ExportPosition {
+                        xid: row.int("xid")?,
+                        seq: row.int("seq")?,
+                    };
+                    Ok((position, event_of(row)?))
+                })
                 .collect()
         })
     }
 
-    /// The arrival number of the newest event (0 when there is none): where a follower starts.
-    pub async fn last_audit_seq(&self) -> Result<i64, StoreError> {
-        with_db!(self, |pool, _begin| {
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_events")
+    /// Where a follower starts: after every event visible now (on PostgreSQL, after every
+    /// transaction older than those still running; what those write comes next).
+    pub async fn audit_follow_start(&self) -> Result<ExportPosition, StoreError> {
+        match &self.backend {
+            super::Backend::Sqlite(pool) => Ok(ExportPosition {
+                xid: 0,
+                seq: sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_events")
+                    .fetch_one(pool)
+                    .await
+                    .op("read the audit trail's end")?
+                    .int("seq")?,
+            }),
+            super::Backend::Postgres(pool) => Ok(ExportPosition {
+                xid: sqlx::query(
+                    "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT) - 1 AS xid",
+                )
                 .fetch_one(pool)
                 .await
                 .op("read the audit trail's end")?
-                .int("seq")
-        })
+                .int("xid")?,
+                seq: i64::MAX,
+            }),
+        }
     }
 
     /// Removes up to `batch` events older than `before_us` (microseconds since the epoch),

@@ -144,7 +144,7 @@ pub(crate) async fn audit_events(store: &Store, clock: &ManualClock) {
     assert_eq!(seen, expected);
 
     // The store's own changes are in the trail with their actor, as changes.
-    let before = store.last_audit_seq().await.expect("seq");
+    let before = store.audit_follow_start().await.expect("start");
     store
         .create_user("root@example.com", "carol@example.com", clock.now())
         .await

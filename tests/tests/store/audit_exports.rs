@@ -158,6 +158,10 @@ async fn held_back_by_an_open_transaction(store: &Store, url: &str, after: Expor
         .expect("stored");
     let read = store.audit_after(after, 1000).await.expect("read");
     assert!(!ids(&read).contains(&"quick"), "{:?}", ids(&read));
+    // A follower (`GET /api/audit/stream`) reads in the same order, held back the same way.
+    let all = infra_control::store::AuditFilter::default();
+    let followed = store.follow_audit(&all, after, 1000).await.expect("follow");
+    assert!(!ids(&followed).contains(&"quick"), "{:?}", ids(&followed));
     sqlx::raw_sql("COMMIT")
         .execute(&mut open)
         .await
@@ -167,5 +171,16 @@ async fn held_back_by_an_open_transaction(store: &Store, url: &str, after: Expor
     let got = ids(&read);
     let slow = got.iter().position(|id| *id == "slow").expect("slow");
     let quick = got.iter().position(|id| *id == "quick").expect("quick");
+    assert!(slow < quick, "{got:?}");
+    let followed = store.follow_audit(&all, after, 1000).await.expect("follow");
+    let got = ids(&followed);
+    let slow = got
+        .iter()
+        .position(|id| *id == "slow")
+        .expect("slow followed");
+    let quick = got
+        .iter()
+        .position(|id| *id == "quick")
+        .expect("quick followed");
     assert!(slow < quick, "{got:?}");
 }
