@@ -454,6 +454,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_long_running_request_is_response_started_then_response_complete_in_kubernetes_form() {
+        let start = Event {
+            schema: SCHEMA_VERSION,
+            id: "a1".into(),
+            audit_id: Some("a1".into()),
+            time: "2026-12-07T10:00:00Z".parse().expect("time"),
+            kind: Kind::Request,
+            verb: Some("watch".into()),
+            resource: Some("pods".into()),
+            code: Some(200),
+            latency_us: Some(2000),
+            stage: Some(Stage::Start),
+            ..Event::default()
+        };
+        let end = Event {
+            id: "e1".into(),
+            time: "2026-12-07T10:05:00Z".parse().expect("time"),
+            stage: Some(Stage::End),
+            duration_ms: Some(300_000),
+            ..start.clone()
+        };
+        let started = start.to_kubernetes().expect("a request");
+        assert_eq!(started.stage, "ResponseStarted");
+        assert_eq!(
+            started.request_received_timestamp,
+            "2026-12-07T10:00:00.000000Z"
+        );
+        assert_eq!(started.stage_timestamp, "2026-12-07T10:00:00.002000Z");
+        let ended = end.to_kubernetes().expect("a request");
+        assert_eq!(ended.stage, "ResponseComplete");
+        assert_eq!(ended.audit_id, "a1", "the same audit id as its start");
+        assert_eq!(
+            ended.request_received_timestamp,
+            "2026-12-07T10:00:00.000000Z"
+        );
+        assert_eq!(ended.stage_timestamp, "2026-12-07T10:05:00.000000Z");
+        // Other requests are complete in one event.
+        let whole = Event {
+            stage: None,
+            ..start
+        };
+        assert_eq!(
+            whole.to_kubernetes().expect("a request").stage,
+            "ResponseComplete"
+        );
+    }
+
+    #[test]
     fn the_kind_of_an_action_is_its_first_word_or_a_change() {
         assert_eq!(Kind::of_action("user.login"), Kind::Login);
         assert_eq!(Kind::of_action("user.login.failed"), Kind::Login);
