@@ -70,7 +70,12 @@ impl WatchMemory {
 pub async fn measure_watches(args: &RunArgs, setup: &Setup) -> Result<Watches> {
     // Fresh processes, so the figures are not blurred by memory the load cells left in an
     // allocator.
-    let proxy = processes::start_proxy(&setup.files, &setup.dir.join("proxy-watches.log"))?;
+    // Not pinned: the memory figures compare with the unpinned bare stack (and earlier runs).
+    let files = processes::ProxyFiles {
+        cpus: None,
+        ..setup.files.clone()
+    };
+    let proxy = processes::start_proxy(&files, &setup.dir.join("proxy-watches.log"))?;
     eprintln!(
         "watches: infra-proxy pid {} on {}",
         proxy.pid(),
@@ -78,8 +83,13 @@ pub async fn measure_watches(args: &RunArgs, setup: &Setup) -> Result<Watches> {
     );
     let through_proxy = measure(args, setup, &proxy).await?;
     drop(proxy);
-    let upstream =
-        processes::start_upstream(&setup.pki.cert, &setup.pki.key, args.upstream_threads)?;
+    let upstream = processes::start_upstream(
+        &setup.pki.cert,
+        &setup.pki.key,
+        args.upstream_threads,
+        None,
+        0,
+    )?;
     eprintln!(
         "watches: upstream pid {} on {}",
         upstream.pid(),
