@@ -121,9 +121,10 @@ pub struct RunArgs {
     #[arg(long, env = "INFRA_LOAD_CLIENT_THREADS", default_value_t = 2)]
     pub client_threads: usize,
 
-    /// Worker threads of the upstream's runtime.
-    #[arg(long, env = "INFRA_LOAD_UPSTREAM_THREADS", default_value_t = 2)]
-    pub upstream_threads: usize,
+    /// Worker threads of the upstream's runtime (default: 1 when it is pinned to one CPU, so
+    /// that its threads do not take turns on that CPU, else 2).
+    #[arg(long, env = "INFRA_LOAD_UPSTREAM_THREADS")]
+    pub upstream_threads: Option<usize>,
 
     /// Rerun a proxy/direct pair (at most twice) when other processes, or the hypervisor
     /// (steal), took more than this many cores during it.
@@ -170,6 +171,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The upstream's worker threads for the load cells.
+    pub fn upstream_threads(&self) -> usize {
+        self.upstream_threads
+            .unwrap_or_else(|| match self.pinning().1.as_deref() {
+                Some(list) if list.parse::<usize>().is_ok() => 1,
+                _ => 2,
+            })
+    }
+
     /// The CPU lists to pin the proxies and the upstream to, if any.
     pub fn pinning(&self) -> (Option<String>, Option<String>) {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -266,7 +276,7 @@ fn run(args: &RunArgs) -> Result<()> {
     let upstream = processes::start_upstream(
         &setup.pki.cert,
         &setup.pki.key,
-        args.upstream_threads,
+        args.upstream_threads(),
         upstream_cpus.as_deref(),
         args.bulk_mib * 1024 * 1024,
     )?;

@@ -178,7 +178,7 @@ pub fn report(
         args.warmup,
         args.rounds,
         args.client_threads,
-        args.upstream_threads,
+        args.upstream_threads(),
         args.proxy_worker_threads.map_or_else(
             || "its default (one worker per CPU)".to_owned(),
             |n| format!("{n} threads (TOKIO_WORKER_THREADS)")

@@ -86,7 +86,7 @@ pub async fn measure_watches(args: &RunArgs, setup: &Setup) -> Result<Watches> {
     let upstream = processes::start_upstream(
         &setup.pki.cert,
         &setup.pki.key,
-        args.upstream_threads,
+        args.upstream_threads.unwrap_or(2),
         None,
         0,
     )?;
