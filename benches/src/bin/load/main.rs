@@ -357,7 +357,7 @@ fn run(args: &RunArgs) -> Result<()> {
         drop(processes);
     }
     let watches = if args.watches > 0 {
-        Some(runtime.block_on(watches::measure_watches(args, &setup))?)
+        Some(runtime.block_on(watches::measure_watches(args, &setup, upstream.pid()))?)
     } else {
         None
     };

@@ -432,6 +432,31 @@ pub fn report(
                 let _ = writeln!(out, "\nFirst watch error ({name}): {error}");
             }
         }
+        if let Some((before, during)) = &p.short_gets {
+            let _ = writeln!(
+                out,
+                "\nShort GETs through the same proxy (HTTP/1.1, 64 concurrent, {} s): before the watches were opened {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, proxy CPU {:.1} µs/req; with the {} watches open {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, proxy CPU {:.1} µs/req",
+                args.seconds,
+                before.rate(),
+                before.p50_us,
+                before.p99_us,
+                before.per_request_us(before.cpu.proxy),
+                p.opened,
+                during.rate(),
+                during.p50_us,
+                during.p99_us,
+                during.per_request_us(during.cpu.proxy),
+            );
+            let ratio = during.p99_us / before.p99_us;
+            goals.push(format!(
+                "Short-GET p99 with {} idle watches open within +10 % of none: {:.1} against {:.1} µs, {:+.1} %: {}",
+                p.opened,
+                during.p99_us,
+                before.p99_us,
+                (ratio - 1.0) * 100.0,
+                if ratio <= 1.1 { "**pass**" } else { "**miss**" }
+            ));
+        }
         goals.push(format!(
             "Proxy memory ≤ 0.8× the bare hyper stack per idle watch: {:.1} KiB against {:.1} KiB, {:.2}×: {}",
             p.kib_per_watch(),
