@@ -16,6 +16,13 @@ cd "$(dirname "$0")/.."
 # limit (a container may cap it, at 20000 for instance), and let the harness say if it is short.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# The peers measured beside infra-proxy (nginx and HAProxy from Debian's packages): installed
+# here, once, when missing; INFRA_LOAD_NO_PEERS=1 (or --no-peers) skips them.
+if [ -z "${INFRA_LOAD_NO_PEERS:-}" ] && { [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/sbin/haproxy ]; }; then
+    apt-get update >&2
+    apt-get install -y nginx haproxy >&2
+fi
+
 cargo build --release -p infra-proxy -p infra-benches --bin infra-proxy --bin load >&2
 
 echo "open files limit: $(ulimit -n); $(uptime)" >&2

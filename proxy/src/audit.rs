@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method};
-use infra_api::audit::{Event, Kind, SCHEMA_VERSION, Stage};
+use infra_api::audit::Event;
 use infra_authz::attributes::Attributes;
 use infra_authz::decision::{Decision, Identity};
 use prometheus_client::metrics::counter::Counter;
@@ -32,9 +32,11 @@ use prometheus_client::metrics::counter::Counter;
 use crate::admin::Readiness;
 
 pub mod forward;
+mod line;
 pub mod spool;
 
 pub use forward::Forward;
+pub use line::Line;
 
 /// How often the writer takes what the requests queued.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
@@ -61,7 +63,7 @@ pub enum Part {
 }
 
 /// What a request learned, for its audit event: values the request owned anyway, moved here.
-/// The writer thread builds the [`Event`] from it.
+/// The writer thread serializes its event straight from it ([`Record::line`]).
 #[derive(Debug, Clone)]
 pub struct Record {
     /// When the request arrived.
@@ -106,91 +108,6 @@ impl Record {
             revoked,
         };
         self
-    }
-}
-
-impl Record {
-    /// The event of this record, for `destination`.
-    pub fn event(&self, destination: &str) -> Event {
-        let mut buffer = [0; 36];
-        let audit_id = self.audit_id.encode(&mut buffer).to_owned();
-        let (id, stage, duration_ms) = match self.part {
-            Part::Whole => (audit_id.clone(), None, None),
-            Part::Start => (audit_id.clone(), Some(Stage::Start), None),
-            Part::End { id, open, .. } => (
-                id.to_string(),
-                Some(Stage::End),
-                Some(u64::try_from(open.as_millis()).unwrap_or(u64::MAX)),
-            ),
-        };
-        let mut event = Event {
-            schema: SCHEMA_VERSION,
-            audit_id: Some(audit_id),
-            id,
-            stage,
-            duration_ms,
-            time: jiff::Timestamp::try_from(self.time).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-            kind: Kind::Request,
-            destination: Some(destination.to_owned()),
-            method: Some(self.method.as_str().to_owned()),
-            path: Some(self.path.clone()),
-            source_ip: Some(self.peer.ip().to_string()),
-            user_agent: self
-                .user_agent
-                .as_ref()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            code: Some(self.code),
-            latency_us: Some(u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX)),
-            decision: Some(
-                match &self.decision {
-                    Some(Decision::Allow { .. }) => "allow",
-                    Some(_) => "deny",
-                    None => "none",
-                }
-                .to_owned(),
-            ),
-            ..Event::default()
-        };
-        if let Some(identity) = &self.identity {
-            event.user = Some(identity.user().to_owned());
-            event.groups = identity.groups().map(str::to_owned).collect();
-            if self.forwarded {
-                event.impersonated_user = Some(identity.user().to_owned());
-            }
-        }
-        if let Some(impersonated) = &self.impersonated {
-            event.impersonated_user = Some(impersonated.user().to_owned());
-            event.impersonated_groups = impersonated.groups().map(str::to_owned).collect();
-        }
-        match &self.attrs {
-            Some(Attributes::Resource(r)) => {
-                event.verb = Some(r.verb.clone());
-                event.api_group = Some(r.api_group.clone());
-                event.resource = Some(r.resource.clone());
-                event.subresource.clone_from(&r.subresource);
-                event.namespace.clone_from(&r.namespace);
-                event.name.clone_from(&r.name);
-            }
-            Some(Attributes::NonResource(n)) => event.verb = Some(n.verb.clone()),
-            None => {}
-        }
-        match &self.decision {
-            Some(Decision::Allow { grant }) => {
-                event.grant = Some(format!(
-                    "{} to {} on {}",
-                    grant.role, grant.subject, grant.resource
-                ));
-            }
-            Some(Decision::Deny { reason }) => event.reason = Some(reason.to_string()),
-            _ => {}
-        }
-        if let Part::End { revoked: true, .. } = self.part {
-            event.reason = Some(
-                "closed by infra-proxy: the user no longer has access (revoked, expired or logged out)"
-                    .to_owned(),
-            );
-        }
-        event
     }
 }
 
@@ -532,20 +449,31 @@ impl Writer {
         self.sink_lines.clear();
         self.events.clear();
         let kubernetes = self.health.reporting.format == Format::Kubernetes && self.out.is_some();
+        let events = self
+            .trail
+            .as_ref()
+            .is_some_and(|t| t.forward.wants_events());
         for record in batch {
-            let event = record.event(&self.destination);
-            if serde_json::to_writer(&mut self.lines, &event).is_ok() {
-                self.lines.push(b'\n');
+            let start = self.lines.len();
+            if serde_json::to_writer(&mut self.lines, &record.line(&self.destination)).is_err() {
+                self.lines.truncate(start);
+                continue;
             }
-            if kubernetes
-                && let Some(k8s) = event.to_kubernetes()
-                && serde_json::to_writer(&mut self.sink_lines, &k8s).is_ok()
-            {
-                self.sink_lines.push(b'\n');
+            if kubernetes || events {
+                // The rare consumers of owned events read the line back.
+                if let Ok(event) = serde_json::from_slice::<Event>(&self.lines[start..]) {
+                    if kubernetes
+                        && let Some(k8s) = event.to_kubernetes()
+                        && serde_json::to_writer(&mut self.sink_lines, &k8s).is_ok()
+                    {
+                        self.sink_lines.push(b'\n');
+                    }
+                    if events {
+                        self.events.push(event);
+                    }
+                }
             }
-            if self.trail.is_some() {
-                self.events.push(event);
-            }
+            self.lines.push(b'\n');
         }
         let count = batch.len() as u64;
         if let Some(out) = &mut self.out {

@@ -13,6 +13,12 @@ pub trait Forward: Send + Sync + std::fmt::Debug {
     /// Delivers `events` (also given as their JSON lines, `lines`), or says why not. When it
     /// fails, the whole batch is kept and sent again later (the store skips what it has).
     fn send(&self, events: &[Event], lines: &[u8]) -> Result<(), String>;
+
+    /// Whether [`Self::send`] reads `events`; when not, the writer gives it only the lines
+    /// (and an empty `events`), sparing it an owned event per request.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// The control plane of a proxy in another cluster, reached over HTTPS.
@@ -109,6 +115,10 @@ pub fn bodies(lines: &[u8]) -> Vec<Vec<u8>> {
 }
 
 impl Forward for Remote {
+    fn wants_events(&self) -> bool {
+        false
+    }
+
     fn send(&self, _events: &[Event], lines: &[u8]) -> Result<(), String> {
         self.runtime.block_on(async {
             for body in bodies(lines) {

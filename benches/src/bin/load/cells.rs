@@ -8,16 +8,19 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::client::{self, Protocol, Target};
+use crate::peers::Peer;
 use crate::processes::Process;
-use crate::procfs::{CpuSample, CpuSpent};
+use crate::procfs::{self, CpuSample, CpuSpent};
 use crate::{ProtocolArg, RunArgs, Setup, target};
 
-/// Through the proxy, or straight to the upstream.
+/// Through the proxy, a peer, or straight to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     Proxy,
     /// A second infra-proxy, the same but writing its audit log to a file (`--audit-ab`).
     ProxyAudit,
+    /// A peer proxy (nginx, HAProxy) without token check or decision.
+    Peer(Peer),
     Direct,
 }
 
@@ -27,9 +30,30 @@ impl Via {
         match self {
             Self::Proxy => "proxy",
             Self::ProxyAudit => "proxy+audit",
+            Self::Peer(peer) => peer.name(),
             Self::Direct => "direct",
         }
     }
+}
+
+/// What a cell asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// The small list ([`client::PATH`], about 400 bytes), again and again.
+    Small,
+    /// The large list ([`client::BULK_PATH`], `--bulk-mib`), one at a time.
+    Bulk,
+}
+
+/// Where a cell's requests go: the via, its address and the PID whose CPU is its cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Through what.
+    pub via: Via,
+    /// Where to connect.
+    pub address: std::net::SocketAddr,
+    /// The proxy's (or peer's) PID; none for direct.
+    pub pid: Option<u32>,
 }
 
 /// One measured cell.
@@ -39,6 +63,12 @@ pub struct Cell {
     pub round: u32,
     /// Through the proxy or direct.
     pub via: Via,
+    /// What it asked for.
+    pub workload: Workload,
+    /// Body bytes received in the window.
+    pub bytes: u64,
+    /// CPU time of the proxy's audit writer thread in the window (ns), when it has one.
+    pub audit_writer_ns: Option<u64>,
     /// The protocol.
     pub protocol: Protocol,
     /// Requests in flight at once.
@@ -97,81 +127,88 @@ impl Cell {
     }
 }
 
-/// Runs every cell of every round, proxy then direct, rerunning disturbed pairs.
+/// Runs every cell of every round, each route in turn (direct last), rerunning disturbed
+/// groups; then, with `--bulk-mib`, the bulk cells the same way.
 pub async fn measure_cells(
     args: &RunArgs,
     setup: &Setup,
-    proxy: &Process,
-    audited: Option<&Process>,
+    routes: &[Route],
     upstream: &Process,
 ) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
+    let protocols: Vec<Protocol> = args
+        .protocols
+        .iter()
+        .map(|p| match p {
+            ProtocolArg::H1 => Protocol::Http1,
+            ProtocolArg::H2 => Protocol::Http2,
+        })
+        .collect();
     for round in 1..=args.rounds {
-        for protocol in &args.protocols {
-            let protocol = match protocol {
-                ProtocolArg::H1 => Protocol::Http1,
-                ProtocolArg::H2 => Protocol::Http2,
-            };
+        let mut matrix: Vec<(Protocol, usize, Workload)> = Vec::new();
+        for &protocol in &protocols {
             for &concurrency in &args.concurrency {
-                // Up to three attempts at the pair; the least disturbed one is kept.
-                let mut attempts: Vec<Vec<Cell>> = Vec::new();
-                loop {
-                    let mut pair = Vec::new();
-                    let vias = match audited {
-                        Some(_) => vec![Via::Proxy, Via::ProxyAudit, Via::Direct],
-                        None => vec![Via::Proxy, Via::Direct],
-                    };
-                    for via in vias {
-                        let (address, pid) = match (via, audited) {
-                            (Via::ProxyAudit, Some(audited)) => {
-                                (audited.address, Some(audited.pid()))
-                            }
-                            (Via::Direct, _) => (upstream.address, None),
-                            _ => (proxy.address, Some(proxy.pid())),
-                        };
-                        let mut cell = measure_cell(
-                            args,
-                            setup,
-                            &target(setup, address, protocol)?,
-                            pid,
-                            upstream.pid(),
-                            concurrency,
-                        )
-                        .await?;
-                        cell.round = round;
-                        cell.via = via;
-                        eprintln!(
-                            "round {round} {} x{concurrency} {:>6}: {:>8.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  proxy {:>5.1} µs/req  other processes {:.2} cores, steal {:.2} cores  errors {}",
-                            protocol.name(),
-                            via.name(),
-                            cell.rate(),
-                            cell.p50_us,
-                            cell.p99_us,
-                            cell.per_request_us(cell.cpu.proxy),
-                            cell.other_cores(),
-                            cell.steal_cores(),
-                            cell.errors,
-                        );
-                        pair.push(cell);
-                    }
-                    let disturbance = disturbance(&pair);
-                    attempts.push(pair);
-                    if disturbance <= args.max_other_cores || attempts.len() == 3 {
-                        break;
-                    }
+                matrix.push((protocol, concurrency, Workload::Small));
+            }
+        }
+        if args.bulk_mib > 0 {
+            for &protocol in &protocols {
+                matrix.push((protocol, 1, Workload::Bulk));
+            }
+        }
+        for (protocol, concurrency, workload) in matrix {
+            // Up to three attempts at the group; the least disturbed one is kept.
+            let mut attempts: Vec<Vec<Cell>> = Vec::new();
+            loop {
+                let mut group = Vec::new();
+                for route in routes {
+                    let mut cell = measure_cell(
+                        args,
+                        setup,
+                        &target(setup, route.address, protocol)?,
+                        route,
+                        upstream.pid(),
+                        concurrency,
+                        workload,
+                    )
+                    .await?;
+                    cell.round = round;
                     eprintln!(
-                        "  other processes or the hypervisor took {disturbance:.2} cores during this pair: running it again"
+                        "round {round} {} x{concurrency}{} {:>11}: {:>8.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  proxy {:>5.1} µs/req  other processes {:.2} cores, steal {:.2} cores  errors {}",
+                        protocol.name(),
+                        if workload == Workload::Bulk {
+                            " bulk"
+                        } else {
+                            ""
+                        },
+                        route.via.name(),
+                        cell.rate(),
+                        cell.p50_us,
+                        cell.p99_us,
+                        cell.per_request_us(cell.cpu.proxy),
+                        cell.other_cores(),
+                        cell.steal_cores(),
+                        cell.errors,
                     );
+                    group.push(cell);
                 }
-                let reruns = u32::try_from(attempts.len() - 1).unwrap_or(u32::MAX);
-                let best = attempts
-                    .into_iter()
-                    .min_by(|a, b| disturbance(a).total_cmp(&disturbance(b)))
-                    .unwrap_or_default();
-                for mut cell in best {
-                    cell.reruns = reruns;
-                    cells.push(cell);
+                let disturbance = disturbance(&group);
+                attempts.push(group);
+                if disturbance <= args.max_other_cores || attempts.len() == 3 {
+                    break;
                 }
+                eprintln!(
+                    "  other processes or the hypervisor took {disturbance:.2} cores during this group: running it again"
+                );
+            }
+            let reruns = u32::try_from(attempts.len() - 1).unwrap_or(u32::MAX);
+            let best = attempts
+                .into_iter()
+                .min_by(|a, b| disturbance(a).total_cmp(&disturbance(b)))
+                .unwrap_or_default();
+            for mut cell in best {
+                cell.reruns = reruns;
+                cells.push(cell);
             }
         }
     }
@@ -186,15 +223,21 @@ fn disturbance(pair: &[Cell]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Measures one cell against `target`; `proxy_pid` is the proxy's when it is in the path.
+/// Measures one cell against `target` on `route`.
 pub async fn measure_cell(
     args: &RunArgs,
     setup: &Setup,
     target: &Target,
-    proxy_pid: Option<u32>,
+    route: &Route,
     upstream_pid: u32,
     concurrency: usize,
+    workload: Workload,
 ) -> Result<Cell> {
+    let proxy_pid = route.pid;
+    let path = match workload {
+        Workload::Small => client::PATH,
+        Workload::Bulk => client::BULK_PATH,
+    };
     let target = Arc::new(target.clone());
     // Connections: one per request in flight over HTTP/1.1; a few shared ones over HTTP/2.
     let connections = match target.protocol {
@@ -213,6 +256,7 @@ pub async fn measure_cell(
         for sender in senders {
             workers.push(tokio::spawn(client::worker(
                 Arc::clone(&target),
+                path,
                 sender,
                 measure_from,
                 end,
@@ -225,6 +269,7 @@ pub async fn measure_cell(
                 .context("HTTP/2 senders are shared")?;
             workers.push(tokio::spawn(client::worker(
                 Arc::clone(&target),
+                path,
                 sender,
                 measure_from,
                 end,
@@ -233,25 +278,39 @@ pub async fn measure_cell(
         drop(senders);
     }
     tokio::time::sleep_until(measure_from).await;
+    let writer = |pid: Option<u32>| pid.and_then(|pid| procfs::thread_cpu_ns(pid, "audit"));
+    let writer_before = writer(proxy_pid);
     let before = CpuSample::take(proxy_pid, upstream_pid)?;
     let perf = match (&args.perf_dir, proxy_pid) {
-        (Some(dir), Some(pid)) => Some(start_perf(
-            dir,
-            pid,
-            target.protocol,
-            concurrency,
-            args.seconds,
-        )?),
+        (Some(dir), Some(pid)) => {
+            let label = format!(
+                "{}-{}-x{concurrency}{}",
+                route.via.name(),
+                match target.protocol {
+                    Protocol::Http1 => "h1",
+                    Protocol::Http2 => "h2",
+                },
+                if workload == Workload::Bulk {
+                    "-bulk"
+                } else {
+                    ""
+                }
+            );
+            Some(start_perf(dir, pid, &label, args.seconds)?)
+        }
         _ => None,
     };
     tokio::time::sleep_until(end).await;
     let after = CpuSample::take(proxy_pid, upstream_pid)?;
+    let writer_after = writer(proxy_pid);
     let mut latencies = Vec::new();
+    let mut bytes = 0;
     let mut errors = 0;
     let mut first_error = None;
     for worker in workers {
         let result = worker.await.context("a load worker panicked")?;
         latencies.extend(result.latencies);
+        bytes += result.bytes;
         errors += result.errors;
         if first_error.is_none() {
             first_error = result.first_error;
@@ -263,7 +322,12 @@ pub async fn measure_cell(
     latencies.sort_unstable();
     Ok(Cell {
         round: 0,
-        via: Via::Direct,
+        via: route.via,
+        workload,
+        bytes,
+        audit_writer_ns: writer_before
+            .zip(writer_after)
+            .map(|(b, a)| a.saturating_sub(b)),
         protocol: target.protocol,
         concurrency,
         connections,
@@ -282,16 +346,11 @@ pub async fn measure_cell(
 pub fn start_perf(
     dir: &std::path::Path,
     pid: u32,
-    protocol: Protocol,
-    concurrency: usize,
+    label: &str,
     seconds: f64,
 ) -> Result<std::process::Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = match protocol {
-        Protocol::Http1 => "h1",
-        Protocol::Http2 => "h2",
-    };
-    let out = dir.join(format!("proxy-{name}-x{concurrency}.perf.data"));
+    let out = dir.join(format!("{label}.perf.data"));
     std::process::Command::new("perf")
         .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
         .arg(pid.to_string())

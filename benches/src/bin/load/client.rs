@@ -21,6 +21,9 @@ use tokio_rustls::TlsConnector;
 /// The request every cell sends: a namespaced list, as `kubectl get pods` does.
 pub const PATH: &str = "/api/v1/namespaces/default/pods";
 
+/// The bulk cells' request: all pods of all namespaces, a large list (`--bulk-mib`).
+pub const BULK_PATH: &str = "/api/v1/pods";
+
 /// HTTP/1.1 or HTTP/2 (chosen by ALPN, one protocol offered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -152,6 +155,8 @@ impl Sender {
 pub struct WorkerResult {
     /// Latencies (ns) of requests started and finished inside the measured window.
     pub latencies: Vec<u64>,
+    /// Body bytes of those requests.
+    pub bytes: u64,
     /// Requests that failed or answered other than 200.
     pub errors: u64,
     /// The first error, for the report.
@@ -162,6 +167,7 @@ pub struct WorkerResult {
 /// wholly inside `[measure_from, end]`.
 pub async fn worker(
     target: Arc<Target>,
+    path: &'static str,
     mut sender: Sender,
     measure_from: Instant,
     end: Instant,
@@ -175,10 +181,11 @@ pub async fn worker(
         if started >= end {
             break;
         }
-        match one(&target, &mut sender).await {
-            Ok(()) => {
+        match one(&target, path, &mut sender).await {
+            Ok(bytes) => {
                 let finished = Instant::now();
                 if started >= measure_from && finished <= end {
+                    result.bytes += bytes;
                     let nanos = finished.duration_since(started).as_nanos();
                     result
                         .latencies
@@ -201,22 +208,27 @@ pub async fn worker(
     result
 }
 
-async fn one(target: &Target, sender: &mut Sender) -> Result<()> {
-    let response = sender.send(target.request(PATH)?).await?;
+/// One request; the body's length. The body is read frame by frame and not kept (a bulk
+/// list is many MiB).
+async fn one(target: &Target, path: &str, sender: &mut Sender) -> Result<u64> {
+    let response = sender.send(target.request(path)?).await?;
     let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading the body")?
-        .to_bytes();
-    if status != StatusCode::OK {
-        bail!(
-            "answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        );
+    let mut body = response.into_body();
+    let mut bytes = 0_u64;
+    let mut start = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the body")?;
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len() as u64;
+            if status != StatusCode::OK && start.len() < 200 {
+                start.extend_from_slice(&data[..data.len().min(200)]);
+            }
+        }
     }
-    Ok(())
+    if status != StatusCode::OK {
+        bail!("answered {status}: {}", String::from_utf8_lossy(&start));
+    }
+    Ok(bytes)
 }
 
 /// An open watch: its connection and its response, whose body is never read.

@@ -19,10 +19,12 @@
 
 mod cells;
 mod client;
+mod peers;
 mod pki;
 mod processes;
 mod procfs;
 mod report;
+mod report_peers;
 mod upstream;
 mod watches;
 
@@ -35,7 +37,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
 use infra_authz::token::{Issuer, Jwks, SigningAlgorithm, SigningKey, TokenRequest};
 
+use crate::cells::{Route, Via};
 use crate::client::{Protocol, Target};
+use crate::peers::{Peer, PeerFiles};
 use crate::processes::ProxyFiles;
 use crate::report::RunInfo;
 
@@ -117,9 +121,10 @@ pub struct RunArgs {
     #[arg(long, env = "INFRA_LOAD_CLIENT_THREADS", default_value_t = 2)]
     pub client_threads: usize,
 
-    /// Worker threads of the upstream's runtime.
-    #[arg(long, env = "INFRA_LOAD_UPSTREAM_THREADS", default_value_t = 2)]
-    pub upstream_threads: usize,
+    /// Worker threads of the upstream's runtime (default: 1 when it is pinned to one CPU, so
+    /// that its threads do not take turns on that CPU, else 2).
+    #[arg(long, env = "INFRA_LOAD_UPSTREAM_THREADS")]
+    pub upstream_threads: Option<usize>,
 
     /// Rerun a proxy/direct pair (at most twice) when other processes, or the hypervisor
     /// (steal), took more than this many cores during it.
@@ -144,6 +149,57 @@ pub struct RunArgs {
     /// Skip the load cells (measure only the watch memory).
     #[arg(long)]
     pub skip_cells: bool,
+
+    /// Do not measure the peers (nginx and HAProxy, measured beside infra-proxy when installed).
+    #[arg(long, env = "INFRA_LOAD_NO_PEERS")]
+    pub no_peers: bool,
+
+    /// CPUs (a `taskset -c` list) for infra-proxy and the peers, each in turn; `none` to not
+    /// pin. Default: the last CPU when there are two or more.
+    #[arg(long, env = "INFRA_LOAD_PROXY_CPUS")]
+    pub proxy_cpus: Option<String>,
+
+    /// CPUs for the upstream; `none` to not pin. Default: all but the last when there are two
+    /// or more. The load client is not pinned.
+    #[arg(long, env = "INFRA_LOAD_UPSTREAM_CPUS")]
+    pub upstream_cpus: Option<String>,
+
+    /// Size of the bulk list (`GET /api/v1/pods`) in MiB; bulk cells fetch it one at a time per
+    /// protocol, through every route (0: no bulk cells).
+    #[arg(long, env = "INFRA_LOAD_BULK_MIB", default_value_t = 16)]
+    pub bulk_mib: usize,
+}
+
+impl RunArgs {
+    /// The upstream's worker threads for the load cells.
+    pub fn upstream_threads(&self) -> usize {
+        self.upstream_threads
+            .unwrap_or_else(|| match self.pinning().1.as_deref() {
+                Some(list) if list.parse::<usize>().is_ok() => 1,
+                _ => 2,
+            })
+    }
+
+    /// The CPU lists to pin the proxies and the upstream to, if any.
+    pub fn pinning(&self) -> (Option<String>, Option<String>) {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let pick = |given: &Option<String>, default: String| match given.as_deref() {
+            Some("none") => None,
+            Some(list) => Some(list.to_owned()),
+            None => (cpus >= 2).then_some(default),
+        };
+        (
+            pick(&self.proxy_cpus, format!("{}", cpus - 1)),
+            pick(
+                &self.upstream_cpus,
+                if cpus > 2 {
+                    format!("0-{}", cpus - 2)
+                } else {
+                    "0".to_owned()
+                },
+            ),
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -154,12 +210,16 @@ struct UpstreamArgs {
     key: PathBuf,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    #[arg(long, default_value_t = 0)]
+    bulk_bytes: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Upstream(args) => upstream::run(&args.cert, &args.key, args.threads),
+        Command::Upstream(args) => {
+            upstream::run(&args.cert, &args.key, args.threads, args.bulk_bytes)
+        }
         Command::Run(args) => run(&args),
     };
     match result {
@@ -212,8 +272,14 @@ fn run(args: &RunArgs) -> Result<()> {
         .build()
         .context("starting the client runtime")?;
     let setup = setup(args)?;
-    let upstream =
-        processes::start_upstream(&setup.pki.cert, &setup.pki.key, args.upstream_threads)?;
+    let (_, upstream_cpus) = args.pinning();
+    let upstream = processes::start_upstream(
+        &setup.pki.cert,
+        &setup.pki.key,
+        args.upstream_threads(),
+        upstream_cpus.as_deref(),
+        args.bulk_mib * 1024 * 1024,
+    )?;
     eprintln!("upstream pid {} on {}", upstream.pid(), upstream.address);
     write_kubeconfig(&setup, upstream.address)?;
 
@@ -222,9 +288,18 @@ fn run(args: &RunArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut cells = Vec::new();
     if !args.skip_cells {
+        // Every process here is stopped (by its own PID) when its handle drops.
+        let mut processes = Vec::new();
+        let mut routes = Vec::new();
         let proxy = processes::start_proxy(&setup.files, &setup.dir.join("proxy.log"))?;
         eprintln!("infra-proxy pid {} on {}", proxy.pid(), proxy.address);
-        let audited = if args.audit_ab {
+        routes.push(Route {
+            via: Via::Proxy,
+            address: proxy.address,
+            pid: Some(proxy.pid()),
+        });
+        processes.push(proxy);
+        if args.audit_ab {
             let files = ProxyFiles {
                 audit_log: Some(setup.dir.join("audit.log")),
                 ..setup.files.clone()
@@ -235,20 +310,54 @@ fn run(args: &RunArgs) -> Result<()> {
                 audited.pid(),
                 audited.address
             );
-            Some(audited)
-        } else {
-            None
-        };
-        cells = runtime.block_on(cells::measure_cells(
-            args,
-            &setup,
-            &proxy,
-            audited.as_ref(),
-            &upstream,
-        ))?;
+            routes.push(Route {
+                via: Via::ProxyAudit,
+                address: audited.address,
+                pid: Some(audited.pid()),
+            });
+            processes.push(audited);
+        }
+        if !args.no_peers {
+            for peer in Peer::ALL {
+                if peer.binary().is_none() {
+                    eprintln!("{} is not installed: not measured", peer.name());
+                    continue;
+                }
+                let process = peers::start(
+                    peer,
+                    &PeerFiles {
+                        dir: &setup.dir,
+                        cert: &setup.pki.cert,
+                        key: &setup.pki.key,
+                        ca: &setup.pki.ca,
+                        upstream: upstream.address,
+                        cpus: setup.files.cpus.as_deref(),
+                    },
+                )?;
+                eprintln!(
+                    "{} pid {} on {}",
+                    peer.name(),
+                    process.pid(),
+                    process.address
+                );
+                routes.push(Route {
+                    via: Via::Peer(peer),
+                    address: process.address,
+                    pid: Some(process.pid()),
+                });
+                processes.push(process);
+            }
+        }
+        routes.push(Route {
+            via: Via::Direct,
+            address: upstream.address,
+            pid: None,
+        });
+        cells = runtime.block_on(cells::measure_cells(args, &setup, &routes, &upstream))?;
+        drop(processes);
     }
     let watches = if args.watches > 0 {
-        Some(runtime.block_on(watches::measure_watches(args, &setup))?)
+        Some(runtime.block_on(watches::measure_watches(args, &setup, upstream.pid()))?)
     } else {
         None
     };
@@ -327,6 +436,7 @@ fn setup(args: &RunArgs) -> Result<Setup> {
             key: pki.key.clone(),
             worker_threads: args.proxy_worker_threads,
             audit_log: None,
+            cpus: args.pinning().0,
         },
         _dir: temp,
         dir,

@@ -36,10 +36,62 @@ impl Drop for Process {
     }
 }
 
+/// `program` run under `taskset -c cpus` when `cpus` is given (the PID stays the program's:
+/// taskset executes it in place).
+pub fn pinned(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts `command` (a server that says nothing useful on its output, which goes to `log`) and
+/// waits until `address` accepts connections.
+pub fn start_listening(mut command: Command, address: SocketAddr, log: &Path) -> Result<Process> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone().context("duplicating the log file")?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("spawning")?;
+    let mut process = Process {
+        child,
+        _stdin: None,
+        address,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return Ok(process);
+        }
+        if let Ok(Some(status)) = process.child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("exited ({status}) before listening on {address}; its output:\n{tail}");
+        }
+        if std::time::Instant::now() > deadline {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("not listening on {address} within 20 s; its output:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts the upstream (this same binary) and waits for its address.
-pub fn start_upstream(cert: &Path, key: &Path, threads: usize) -> Result<Process> {
+pub fn start_upstream(
+    cert: &Path,
+    key: &Path,
+    threads: usize,
+    cpus: Option<&str>,
+    bulk_bytes: usize,
+) -> Result<Process> {
     let exe = std::env::current_exe().context("finding this binary")?;
-    let mut child = Command::new(&exe)
+    let mut child = pinned(&exe, cpus)
         .arg("upstream")
         .arg("--cert")
         .arg(cert)
@@ -47,6 +99,8 @@ pub fn start_upstream(cert: &Path, key: &Path, threads: usize) -> Result<Process
         .arg(key)
         .arg("--threads")
         .arg(threads.to_string())
+        .arg("--bulk-bytes")
+        .arg(bulk_bytes.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -101,6 +155,8 @@ pub struct ProxyFiles {
     pub worker_threads: Option<usize>,
     /// `--audit-log` (none: `off`).
     pub audit_log: Option<PathBuf>,
+    /// The CPU list to pin the proxy to (`taskset -c`), if any.
+    pub cpus: Option<String>,
 }
 
 impl ProxyFiles {
@@ -153,7 +209,7 @@ pub fn start_proxy(files: &ProxyFiles, log: &Path) -> Result<Process> {
             files.binary.display()
         );
     }
-    let mut command = Command::new(&files.binary);
+    let mut command = pinned(&files.binary, files.cpus.as_deref());
     command.args(files.args()).env("INFRA_LOG", "info");
     if let Some(threads) = files.worker_threads {
         command.env("TOKIO_WORKER_THREADS", threads.to_string());

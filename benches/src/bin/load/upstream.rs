@@ -31,8 +31,29 @@ const POD_LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resou
 /// (100 streams a connection by default), and a direct client may open more.
 const MAX_STREAMS: u32 = 1_000;
 
-/// Serves until standard input closes.
-pub fn run(cert: &Path, key: &Path, threads: usize) -> Result<()> {
+/// A large list (`GET /api/v1/pods`, all namespaces) of at least `bytes`: the same pod, renamed,
+/// as many times as it takes.
+fn bulk_list(bytes: usize) -> Bytes {
+    let pod = r#"{"metadata":{"name":"web-5d4f8b7c9-NNNNNNNN","namespace":"default","uid":"6f1c2a9e-1111-4a3b-9c0d-000000000001","resourceVersion":"999","creationTimestamp":"2025-01-01T00:00:00Z","labels":{"app":"web","tier":"frontend"},"annotations":{"kubectl.kubernetes.io/restartedAt":"2025-01-01T00:00:00Z"}},"spec":{"containers":[{"name":"web","image":"nginx:1.27","ports":[{"containerPort":80,"protocol":"TCP"}],"resources":{"requests":{"cpu":"100m","memory":"128Mi"}}}],"nodeName":"node-1"},"status":{"phase":"Running","podIP":"10.0.0.7"}}"#;
+    let mut out = String::with_capacity(bytes + pod.len() + 200);
+    out.push_str(
+        r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1000"},"items":["#,
+    );
+    let mut i = 0_u64;
+    while out.len() < bytes {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&pod.replace("NNNNNNNN", &format!("{i:08}")));
+        i += 1;
+    }
+    out.push_str("]}");
+    Bytes::from(out)
+}
+
+/// Serves until standard input closes; `GET` of [`crate::client::BULK_PATH`] answers a list of
+/// at least `bulk_bytes`.
+pub fn run(cert: &Path, key: &Path, threads: usize, bulk_bytes: usize) -> Result<()> {
     let tls = TlsAcceptor::from(crate::pki::server_config(cert, key)?);
     // The harness holds our stdin open; when it goes (it ended, or it died), so do we.
     std::thread::spawn(|| {
@@ -53,6 +74,7 @@ pub fn run(cert: &Path, key: &Path, threads: usize) -> Result<()> {
         let address = listener.local_addr().context("the listener's address")?;
         announce(&format!("listening {address}"));
         let body = Bytes::from_static(POD_LIST.as_bytes());
+        let bulk = bulk_list(bulk_bytes);
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 // Out of descriptors and the like: let the peer retry.
@@ -62,14 +84,19 @@ pub fn run(cert: &Path, key: &Path, threads: usize) -> Result<()> {
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let body = body.clone();
+            let bulk = bulk.clone();
             tokio::spawn(async move {
                 let Ok(stream) = tls.accept(tcp).await else {
                     return;
                 };
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let io = TokioIo::new(stream);
-                let service = service_fn(move |request| {
-                    let body = body.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let body = if request.uri().path() == crate::client::BULK_PATH {
+                        bulk.clone()
+                    } else {
+                        body.clone()
+                    };
                     async move { Ok::<_, Infallible>(answer(&request, body)) }
                 });
                 // A connection's end (the peer closed it) is not news.

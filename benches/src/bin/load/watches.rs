@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
+use crate::cells::{self, Cell, Route, Via, Workload};
 use crate::client::{self, Protocol};
 use crate::{RunArgs, Setup, processes, procfs, target};
 
@@ -44,6 +45,9 @@ pub struct WatchMemory {
     pub open_seconds: f64,
     /// The server's CPU time spent opening them.
     pub cpu_seconds: f64,
+    /// Short GETs (HTTP/1.1, 64 concurrent) through the server before the watches were opened
+    /// and while they were open (the proxy only).
+    pub short_gets: Option<(Cell, Cell)>,
 }
 
 impl WatchMemory {
@@ -67,35 +71,72 @@ impl WatchMemory {
 }
 
 /// Opens `args.watches` watches through a fresh proxy, then straight to a fresh upstream.
-pub async fn measure_watches(args: &RunArgs, setup: &Setup) -> Result<Watches> {
+pub async fn measure_watches(args: &RunArgs, setup: &Setup, upstream_pid: u32) -> Result<Watches> {
     // Fresh processes, so the figures are not blurred by memory the load cells left in an
     // allocator.
-    let proxy = processes::start_proxy(&setup.files, &setup.dir.join("proxy-watches.log"))?;
+    // Not pinned: the memory figures compare with the unpinned bare stack (and earlier runs).
+    let files = processes::ProxyFiles {
+        cpus: None,
+        ..setup.files.clone()
+    };
+    let proxy = processes::start_proxy(&files, &setup.dir.join("proxy-watches.log"))?;
     eprintln!(
         "watches: infra-proxy pid {} on {}",
         proxy.pid(),
         proxy.address
     );
-    let through_proxy = measure(args, setup, &proxy).await?;
+    let through_proxy = measure(args, setup, &proxy, Some(upstream_pid)).await?;
     drop(proxy);
-    let upstream =
-        processes::start_upstream(&setup.pki.cert, &setup.pki.key, args.upstream_threads)?;
+    let upstream = processes::start_upstream(
+        &setup.pki.cert,
+        &setup.pki.key,
+        args.upstream_threads.unwrap_or(2),
+        None,
+        0,
+    )?;
     eprintln!(
         "watches: upstream pid {} on {}",
         upstream.pid(),
         upstream.address
     );
-    let direct = measure(args, setup, &upstream).await?;
+    let direct = measure(args, setup, &upstream, None).await?;
     Ok(Watches {
         proxy: through_proxy,
         direct,
     })
 }
 
+/// A short-GET cell (HTTP/1.1, 64 concurrent) through `server`.
+async fn short_gets(
+    args: &RunArgs,
+    setup: &Setup,
+    server: &processes::Process,
+    upstream_pid: u32,
+) -> Result<Cell> {
+    let route = Route {
+        via: Via::Proxy,
+        address: server.address,
+        pid: Some(server.pid()),
+    };
+    cells::measure_cell(
+        args,
+        setup,
+        &target(setup, server.address, Protocol::Http1)?,
+        &route,
+        upstream_pid,
+        64,
+        Workload::Small,
+    )
+    .await
+}
+
+/// The watch phase on `server`; with `upstream_pid` (the proxy), also a short-GET cell before
+/// the watches and one while they are open.
 async fn measure(
     args: &RunArgs,
     setup: &Setup,
     server: &processes::Process,
+    upstream_pid: Option<u32>,
 ) -> Result<WatchMemory> {
     let pid = server.pid();
     let target = Arc::new(target(setup, server.address, Protocol::Http1)?);
@@ -108,6 +149,10 @@ async fn measure(
             .context("reading a warm-up body")?;
     }
     drop(sender);
+    let gets_before = match upstream_pid {
+        Some(upstream) => Some(short_gets(args, setup, server, upstream).await?),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before_kib = procfs::rss_kib(pid)?;
     let cpu_before = procfs::cpu_ticks(pid)?;
@@ -181,6 +226,17 @@ async fn measure(
     let rss_open_kib = procfs::rss_kib(pid)?;
     let cpu_after = procfs::cpu_ticks(pid)?;
     let opened = open.len();
+    let short_gets = match (upstream_pid, gets_before) {
+        (Some(upstream), Some(before)) => {
+            let during = short_gets(args, setup, server, upstream).await?;
+            eprintln!(
+                "watches: short GETs p99 {:.1} µs with {opened} watches open, {:.1} µs before",
+                during.p99_us, before.p99_us
+            );
+            Some((before, during))
+        }
+        _ => None,
+    };
     drop(open);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_closed_kib = procfs::rss_kib(pid)?;
@@ -197,6 +253,7 @@ async fn measure(
         rss_closed_kib,
         open_seconds: connect_seconds + request_seconds,
         cpu_seconds,
+        short_gets,
     })
 }
 
