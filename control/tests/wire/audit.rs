@@ -4,7 +4,7 @@ use super::{at, document, fits};
 
 #[test]
 fn audit_events_fit_their_schemas() {
-    use infra_api::audit::{Batch, Event, EventPage, Ingested, Kind, SCHEMA_VERSION};
+    use infra_api::audit::{Batch, Event, EventPage, Ingested, Kind, SCHEMA_VERSION, Stage};
     let doc = document();
     let request = Event {
         schema: SCHEMA_VERSION,
@@ -32,6 +32,20 @@ fn audit_events_fit_their_schemas() {
         latency_us: Some(1234),
         source_ip: Some("192.0.2.1".into()),
         user_agent: Some("kubectl/v1.31".into()),
+        stage: Some(Stage::End),
+        duration_ms: Some(90_000),
+        ..Event::default()
+    };
+    let update = Event {
+        schema: SCHEMA_VERSION,
+        id: "c0".into(),
+        time: at(),
+        kind: Kind::Change,
+        user: Some("admin".into()),
+        action: Some("grant.update".into()),
+        target: Some("user \"suzie\" edit production".into()),
+        before: Some(serde_json::json!({"id": 1, "user": "suzie", "revision": 1})),
+        after: Some(serde_json::json!({"id": 1, "user": "suzie", "revision": 2})),
         ..Event::default()
     };
     let change = Event {
@@ -46,7 +60,12 @@ fn audit_events_fit_their_schemas() {
         hash: Some("ab".repeat(32)),
         ..Event::default()
     };
-    fits(&doc, "AuditEvent", &[request.clone(), change.clone()], true);
+    fits(
+        &doc,
+        "AuditEvent",
+        &[request.clone(), change.clone(), update],
+        true,
+    );
     fits(
         &doc,
         "AuditEventPage",
