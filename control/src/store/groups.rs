@@ -52,7 +52,9 @@ impl Store {
             let Some(row) = row else {
                 return Err(StoreError::AlreadyExists { what: target });
             };
-            (group_from(&row)?, Entry::new("group.create", target))
+            let entry =
+                Entry::new("group.create", target).after(&serde_json::json!({ "name": name }));
+            (group_from(&row)?, entry)
         })
     }
 
@@ -130,7 +132,11 @@ impl Store {
             if added == 0 {
                 return Ok(false);
             }
-            (true, Entry::new("group.member.add", target))
+            let membership = serde_json::json!({ "group": group, "member": user });
+            (
+                true,
+                Entry::new("group.member.add", target).after(&membership),
+            )
         })
     }
 
@@ -159,7 +165,11 @@ impl Store {
             if removed == 0 {
                 return Ok(false);
             }
-            (true, Entry::new("group.member.remove", target))
+            let membership = serde_json::json!({ "group": group, "member": user });
+            (
+                true,
+                Entry::new("group.member.remove", target).before(&membership),
+            )
         })
     }
 

@@ -66,7 +66,9 @@ impl Store {
             let Some(row) = row else {
                 return Err(StoreError::AlreadyExists { what: target });
             };
-            (user_from(&row)?, Entry::new("user.create", target))
+            let entry =
+                Entry::new("user.create", target).after(&serde_json::json!({ "name": name }));
+            (user_from(&row)?, entry)
         })
     }
 

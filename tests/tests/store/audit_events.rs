@@ -294,6 +294,31 @@ pub(crate) async fn changes_show_before_and_after(store: &Store, clock: &ManualC
         )
         .await
         .expect("grant");
+    let made_user = change(store, "user.create").await;
+    assert_eq!(made_user.after.expect("after")["name"], "dana@example.com");
+    store
+        .create_group("root", "oncall", now)
+        .await
+        .expect("group");
+    store
+        .add_member("root", "oncall", "dana@example.com", now)
+        .await
+        .expect("member");
+    store
+        .remove_member("root", "oncall", "dana@example.com", now)
+        .await
+        .expect("removed");
+    let added = change(store, "group.member.add").await;
+    assert_eq!(
+        added.after,
+        Some(serde_json::json!({"group": "oncall", "member": "dana@example.com"}))
+    );
+    let removed = change(store, "group.member.remove").await;
+    assert_eq!(
+        removed.before,
+        Some(serde_json::json!({"group": "oncall", "member": "dana@example.com"}))
+    );
+    assert!(removed.after.is_none());
     let created = change(store, "grant.create").await;
     assert!(created.before.is_none(), "{created:?}");
     let after = created.after.expect("after");
