@@ -197,13 +197,24 @@ async fn east_events(admin: &Person) -> Vec<Event> {
     audit(admin, &["--destination", "east", "--kind", "request"]).await
 }
 
-async fn spooled_while_the_control_plane_is_away(postgres: bool) {
-    let mut h = harness(postgres).await;
-    let admin = admin_with_suzie(&h).await;
-    let key = connector_key(&admin).await;
-    let files = tempfile::tempdir().expect("dir");
-    let snapshot = files.path().join("snapshot.json");
-    let east = RemoteProxy::start(&h, "east", &key, 900, Some(snapshot.clone())).await;
+/// A proxy of destination `east` syncing with `key` (its arguments changed by `configure`),
+/// where suzie may view, with suzie's token and a client; returns once suzie is served.
+async fn east_serving_suzie(
+    h: &ControlHarness,
+    admin: &Person,
+    key: &str,
+    snapshot: std::path::PathBuf,
+    configure: impl FnOnce(&mut infra_tests::infra_proxy::config::ServeArgs),
+) -> (RemoteProxy, String, reqwest::Client) {
+    let east = Box::pin(RemoteProxy::start_with(
+        h,
+        "east",
+        key,
+        900,
+        Some(snapshot),
+        configure,
+    ))
+    .await;
     admin
         .infra(&["grants", "add", SUZIE, "east", "--role", "view"])
         .await
@@ -218,6 +229,17 @@ async fn spooled_while_the_control_plane_is_away(postgres: bool) {
         (status_of(&client, &east.url(), PODS, &token).await == 200).then_some(())
     })
     .await;
+    (east, token, client)
+}
+
+async fn spooled_while_the_control_plane_is_away(postgres: bool) {
+    let mut h = harness(postgres).await;
+    let admin = admin_with_suzie(&h).await;
+    let key = connector_key(&admin).await;
+    let files = tempfile::tempdir().expect("dir");
+    let snapshot = files.path().join("snapshot.json");
+    let (east, token, client) =
+        east_serving_suzie(&h, &admin, &key, snapshot.clone(), |_| {}).await;
     wait_for(|| async { (!east_events(&admin).await.is_empty()).then_some(()) }).await;
     // What was sent before has arrived (a send takes milliseconds).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -293,30 +315,9 @@ async fn a_full_spool_refuses_requests_with_audit_fail_closed_until_it_is_delive
     let files = tempfile::tempdir().expect("dir");
     let snapshot = files.path().join("snapshot.json");
     // Room for a few events (one is about 600 bytes).
-    let east = Box::pin(RemoteProxy::start_with(
-        &h,
-        "east",
-        &key,
-        900,
-        Some(snapshot),
-        |args| {
-            args.audit_fail = infra_tests::infra_proxy::audit::FailMode::Closed;
-            args.audit_spool_bytes = 4096;
-        },
-    ))
-    .await;
-    admin
-        .infra(&["grants", "add", SUZIE, "east", "--role", "view"])
-        .await
-        .ok();
-    let session = h.login(SUZIE, SUZIE_PASSWORD).await;
-    let token = match h.api(Some(&session)).token("east").await {
-        Ok(answer) => answer.token,
-        Err(refused) => panic!("a token for east: {refused:?}"),
-    };
-    let client = client_for(&east.ca);
-    wait_for(|| async {
-        (status_of(&client, &east.url(), PODS, &token).await == 200).then_some(())
+    let (east, token, client) = east_serving_suzie(&h, &admin, &key, snapshot, |args| {
+        args.audit_fail = infra_tests::infra_proxy::audit::FailMode::Closed;
+        args.audit_spool_bytes = 4096;
     })
     .await;
 

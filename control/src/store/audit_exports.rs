@@ -57,35 +57,6 @@ const PURGE_EXPORTED_POSTGRES: &str = "DELETE FROM audit_events WHERE seq IN \
                            FROM audit_exports WHERE name = $3) \
       ORDER BY at_us LIMIT $2)";
 
-/// The events after a position, in export order.
-const NEXT_SQLITE: &str =
-    "SELECT 0 AS xid, seq, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
-const NEXT_POSTGRES: &str = "SELECT CAST(CAST(xid AS TEXT) AS BIGINT) AS xid, seq, body \
-     FROM audit_events \
-     WHERE (xid, seq) > (CAST(CAST($1 AS BIGINT) AS TEXT)::xid8, $2) \
-       AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY xid, seq LIMIT $3";
-
-fn position_of(row: &dyn Columns) -> Result<ExportPosition, StoreError> {
-    Ok(ExportPosition {
-        xid: row.int("xid")?,
-        seq: row.int("seq")?,
-    })
-}
-
-fn event_of(row: &dyn Columns) -> Result<Event, StoreError> {
-    serde_json::from_str(&row.text("body")?).map_err(|_| StoreError::InvalidRow {
-        what: "audit event".to_owned(),
-    })
-}
-
-/// Each row's event with its position.
-fn positioned<R: Columns>(rows: &[R]) -> Result<Vec<(ExportPosition, Event)>, StoreError> {
-    rows.iter()
-        .map(|row| Ok((position_of(row)?, event_of(row)?)))
-        .collect()
-}
-
 impl Store {
     /// Up to `limit` events after `after`, in export order, each with its position.
     pub async fn audit_after(
@@ -93,27 +64,9 @@ impl Store {
         after: ExportPosition,
         limit: u32,
     ) -> Result<Vec<(ExportPosition, Event)>, StoreError> {
-        const OP: &str = "read the audit trail to export";
-        let limit = i64::from(limit);
-        match &self.backend {
-            Backend::Sqlite(pool) => positioned(
-                &sqlx::query(NEXT_SQLITE)
-                    .bind(after.seq)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .op(OP)?,
-            ),
-            Backend::Postgres(pool) => positioned(
-                &sqlx::query(NEXT_POSTGRES)
-                    .bind(after.xid)
-                    .bind(after.seq)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .op(OP)?,
-            ),
-        }
+        // The same read as a follower's, with no filter (one query for both).
+        self.follow_audit(&super::AuditFilter::default(), after, limit)
+            .await
     }
 
     /// Creates export `name`'s row, at the trail's start, when there is none.
